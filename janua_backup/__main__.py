@@ -1,0 +1,5 @@
+"""Allows ``python -m janua_backup``."""
+
+from janua_backup.cli import main
+
+main()

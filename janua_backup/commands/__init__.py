@@ -1,0 +1,1 @@
+"""One module per CLI verb: orchestration only; each returns a result dataclass."""

@@ -1,0 +1,1 @@
+"""PostgreSQL knowledge: WAL names and LSNs, pg_control, the data directory, recovery settings."""

@@ -1,0 +1,1 @@
+"""Byte-stream transforms: compression, encryption, self-describing headers, checksum taps."""

@@ -1,0 +1,1 @@
+"""The repository format: object keys, manifests, the catalog, WAL archive, transfers."""

@@ -1,0 +1,1 @@
+"""Bytes at keys: the storage contract (``base``) and its drivers (posix, s3, memory)."""
