@@ -1,0 +1,162 @@
+"""``backup``: a full base backup through the non-exclusive low-level API.
+
+Order matters and is the safety argument:
+1. refuse a cluster without WAL archiving (its backup could never be made consistent);
+2. claim the repository for this cluster (marker) and clean backups that never committed;
+3. ``pg_backup_start`` on a session held open for the whole copy;
+4. copy PGDATA and tablespaces with PostgreSQL's exclusion rules, streaming;
+5. ``pg_backup_stop``, which waits until the WAL up to the stop point is archived,
+   then confirm that segment really is in the repository;
+6. commit the manifest, last. Any failure before 6 leaves no listed backup,
+   and the objects already written are removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from janua_backup.commands.common import jobs, open_repo
+from janua_backup.config import Settings
+from janua_backup.errors import BackupError, JanuaError
+from janua_backup.pg import conn as pgconn
+from janua_backup.pg import control, datadir
+from janua_backup.pg.lowlevel import BackupStop, LowLevelBackup
+from janua_backup.pg.wal import WalSegment
+from janua_backup.repository import catalog, layout, marker, transfer
+from janua_backup.repository.manifest import FileEntry, Manifest
+from janua_backup.repository.objects import Repo
+from janua_backup.repository.transfer import Progress, SourceFile
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BackupResult:
+    manifest: Manifest
+    duration_s: float
+    cleaned: tuple[str, ...]
+
+
+def run(settings: Settings, progress: Progress | None = None) -> BackupResult:
+    started = time.monotonic()
+    repo = open_repo(settings)
+    with pgconn.connect(settings.postgres.dsn) as conn:
+        facts = pgconn.server_facts(conn)
+        _check_server(facts, settings)
+        pgdata = Path(settings.postgres.pgdata or facts.data_directory)
+        _check_pgdata(pgdata, facts.system_identifier)
+        marker.ensure(repo, system_identifier=facts.system_identifier,
+                      wal_segment_size=facts.wal_segment_size, pg_major=facts.major)
+        cleaned = catalog.clean_incomplete(repo)
+        backup_id = layout.new_backup_id(datetime.now(UTC))
+        log.info("backup begins backup_id=%s pgdata=%s repo=%s", backup_id, pgdata, repo.describe())
+        session = LowLevelBackup(conn, facts.version_num)
+        try:
+            begin = session.start(f"janua-backup {backup_id}")
+            sources = _sources(pgdata)
+            files, objects = transfer.upload(
+                repo, backup_id, [s for s in sources if s.entry.kind == "file"], jobs=jobs(settings),
+                bundle_limit=settings.backup.bundle_limit_bytes,
+                bundle_size=settings.backup.bundle_size_bytes, progress=progress,
+            )
+            with _statement_timeout(conn, settings.backup.archive_timeout_s):
+                stop = session.stop(wait_for_archive=True)
+            _wait_archived(repo, stop, facts.wal_segment_size, settings.backup.archive_timeout_s)
+        except BaseException:
+            session.abort()
+            _discard(repo, backup_id)
+            raise
+    others = [s.entry for s in sources if s.entry.kind != "file"]  # no bytes to store
+    manifest = Manifest(
+        backup_id=backup_id, backup_type="full",
+        start_lsn=begin.lsn, stop_lsn=stop.lsn, start_time=begin.time, stop_time=stop.time,
+        timeline=stop.timeline, pg_version_num=facts.version_num,
+        system_identifier=facts.system_identifier, wal_segment_size=facts.wal_segment_size,
+        compression=repo.spec.codec, compression_level=settings.compression.level,
+        encrypted=repo.key is not None, backup_label=stop.backup_label,
+        tablespace_map=stop.tablespace_map, files=tuple(sorted([*files, *others], key=lambda f: f.path)),
+        objects=tuple(objects), host=socket.gethostname(),
+    )
+    catalog.commit(repo, manifest)
+    duration = time.monotonic() - started
+    log.info("backup done backup_id=%s size=%d stored=%d duration_s=%.1f", backup_id,
+             manifest.original_size_bytes, manifest.stored_size_bytes, duration)
+    return BackupResult(manifest, duration, tuple(cleaned))
+
+
+def _check_server(facts: pgconn.ServerFacts, settings: Settings) -> None:
+    if facts.archive_mode == "off":
+        raise BackupError(
+            "archive_mode is off, so the WAL that makes a backup consistent is never "
+            "archived; set archive_mode = on and archive_command = "
+            f"'janua-backup --config {settings.config_path or 'FILE'} wal-push %p', then restart PostgreSQL"
+        )
+    if facts.in_recovery:
+        raise BackupError("backups from a standby are not supported yet; run backup against the primary")
+
+
+def _check_pgdata(pgdata: Path, system_identifier: int) -> None:
+    try:
+        local = control.read_system_identifier(pgdata)
+    except (OSError, JanuaError) as exc:
+        raise BackupError(
+            f"cannot read {pgdata}/global/pg_control ({exc}); janua-backup reads the data "
+            "directory directly: run it on the database host, as a user who can read PGDATA, "
+            "and set postgres.pgdata / PGDATA"
+        ) from exc
+    if local != system_identifier:
+        raise BackupError(
+            f"{pgdata} belongs to cluster {local}, but the server at postgres.dsn is "
+            f"{system_identifier}; point PGDATA and the DSN at the same cluster"
+        )
+
+
+def _sources(pgdata: Path) -> list[SourceFile]:
+    """Data entries as manifest entries; directories and links carry no bytes."""
+    result = []
+    for entry in datadir.walk(pgdata):
+        meta = FileEntry(
+            path=entry.path, kind=entry.kind.value, mode=entry.mode, mtime_ns=entry.mtime_ns,
+            uid=entry.uid, gid=entry.gid, user=entry.user, group=entry.group,
+            size_bytes=entry.size_bytes if entry.kind.value == "file" else 0,
+            link_target=entry.link_target,
+        )
+        result.append(SourceFile(meta, pgdata / entry.path))
+    return result
+
+
+@contextlib.contextmanager
+def _statement_timeout(conn: object, timeout_s: float):  # type: ignore[no-untyped-def]
+    """pg_backup_stop waits for the archiver without limit; bound it."""
+    pgconn.query_one(conn, "SELECT set_config('statement_timeout', %s, false)",  # type: ignore[arg-type]
+                     (str(int(timeout_s * 1000)),))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(JanuaError):
+            pgconn.query_one(conn, "SELECT set_config('statement_timeout', '0', false)")  # type: ignore[arg-type]
+
+
+def _wait_archived(repo: Repo, stop: BackupStop, segment_size: int, timeout_s: float) -> None:
+    name = WalSegment.from_lsn(stop.timeline, stop.lsn, segment_size).name
+    deadline = time.monotonic() + timeout_s
+    while repo.storage.head(layout.wal_key(name)) is None:
+        if time.monotonic() > deadline:
+            raise BackupError(
+                f"WAL segment {name}, needed to make this backup consistent, did not reach "
+                f"{repo.describe()} within {timeout_s:.0f}s; check that archive_command is "
+                "'janua-backup ... wal-push %p' with this repository and look at the PostgreSQL log"
+            )
+        time.sleep(0.5)
+
+
+def _discard(repo: Repo, backup_id: str) -> None:
+    with contextlib.suppress(JanuaError):
+        keys = [i.key for i in repo.storage.list(layout.backup_prefix(backup_id))]
+        repo.storage.delete(keys)

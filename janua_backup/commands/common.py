@@ -1,0 +1,64 @@
+"""What every command needs: the repository handle built from settings.
+
+Commands build the storage driver and pass it down; nothing below reads
+settings it was not handed. The S3 driver (and boto3) is imported only when
+the repository is on S3.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from janua_backup.config import EncryptionSettings, Settings
+from janua_backup.errors import ConfigError
+from janua_backup.pipeline.crypto import Key, key_from_file, key_from_passphrase
+from janua_backup.pipeline.stream import EncodeSpec
+from janua_backup.repository.objects import Repo
+from janua_backup.storage.base import Storage
+
+
+def open_storage(settings: Settings) -> Storage:
+    url = urlparse(settings.require_repo().url)
+    if url.scheme == "file":
+        from janua_backup.storage.posix import PosixStorage
+
+        return PosixStorage(Path(unquote(url.path)))
+    from janua_backup.storage.s3 import S3Location, S3Storage
+
+    s3 = settings.s3
+    verify: bool | str = s3.ca_bundle or s3.verify_tls
+    location = S3Location(
+        bucket=url.netloc,
+        prefix=url.path.strip("/"),
+        endpoint_url=s3.endpoint,
+        region=s3.region,
+        access_key_id=s3.access_key_id,
+        secret_access_key=s3.secret_access_key,
+        session_token=s3.session_token,
+        path_style=s3.path_style,
+        verify_tls=verify,
+        retry_deadline_s=s3.retry_deadline_s,
+    )
+    return S3Storage(location)
+
+
+def load_key(enc: EncryptionSettings) -> Key | None:
+    if enc.key_file:
+        return key_from_file(Path(enc.key_file))
+    if enc.passphrase:
+        return key_from_passphrase(enc.passphrase)
+    if enc.passphrase_env:
+        raise ConfigError(f"encryption.passphrase_env names {enc.passphrase_env}, which is not set")
+    return None
+
+
+def open_repo(settings: Settings) -> Repo:
+    comp = settings.compression
+    spec = EncodeSpec(codec=comp.codec, level=comp.level or None, key=load_key(settings.encryption))
+    return Repo(storage=open_storage(settings), spec=spec)
+
+
+def jobs(settings: Settings) -> int:
+    return settings.backup.jobs or os.cpu_count() or 1

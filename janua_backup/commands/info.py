@@ -1,0 +1,48 @@
+"""``list`` and ``info``: what the repository holds and what it can restore."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from janua_backup.commands.common import open_repo
+from janua_backup.config import Settings
+from janua_backup.repository import catalog, marker, window
+from janua_backup.repository.manifest import Manifest
+from janua_backup.repository.window import Window
+
+
+@dataclass(frozen=True, slots=True)
+class BackupInfo:
+    manifest: Manifest
+    window: Window
+
+
+@dataclass(frozen=True, slots=True)
+class InfoResult:
+    repository: str
+    system_identifier: int | None
+    encrypted: bool
+    backups: list[BackupInfo]
+    wal_segments: int
+    newest_wal: str | None
+    incomplete: list[str]
+
+
+def run(settings: Settings, backup_id: str | None = None) -> InfoResult:
+    repo = open_repo(settings)
+    found = marker.read(repo)
+    if found is None:
+        return InfoResult(repo.describe(), None, repo.key is not None, [], 0, None, [])
+    marker.check_key(repo, found)
+    done, incomplete = catalog.backup_ids(repo)
+    if backup_id is not None:
+        done = [catalog.load(repo, backup_id).backup_id]
+    manifests = [catalog.load(repo, i) for i in done]
+    index = window.load_index(repo, found.wal_segment_size)
+    backups = [BackupInfo(m, window.compute(m, index)) for m in manifests]
+    newest = max((w.name for w in index.segments.values()), default=None)
+    return InfoResult(
+        repository=repo.describe(), system_identifier=found.system_identifier,
+        encrypted=found.key_id is not None, backups=backups,
+        wal_segments=len(index.segments), newest_wal=newest, incomplete=incomplete,
+    )

@@ -1,0 +1,171 @@
+"""Results for people (humanize sizes, ages, tables) or for machines (JSON).
+
+Only this module turns results into text; commands return dataclasses.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import humanize
+
+from janua_backup.commands.backup import BackupResult
+from janua_backup.commands.info import InfoResult
+from janua_backup.commands.restore import RestorePlan, RestoreResult
+from janua_backup.repository.window import Window
+
+
+def _utc(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
+
+
+def _age(value: datetime) -> str:
+    return humanize.naturaltime(datetime.now(UTC) - value)
+
+
+def _size(value: int) -> str:
+    return humanize.naturalsize(value, binary=True)
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def window_json(w: Window) -> dict[str, Any]:
+    return {
+        "earliest_time": w.earliest_time.isoformat(),
+        "earliest_lsn": str(w.earliest_lsn),
+        "latest_time": w.latest_time.isoformat() if w.latest_time else None,
+        "latest_lsn": str(w.latest_lsn) if w.latest_lsn else None,
+        "timeline": w.timeline,
+        "restorable": w.restorable,
+        "first_wal": w.first_segment,
+        "last_wal": w.last_segment,
+        "missing_wal": w.missing_segment,
+    }
+
+
+def backup(result: BackupResult, as_json: bool) -> None:
+    m = result.manifest
+    if as_json:
+        emit_json({
+            "backup_id": m.backup_id, "start_lsn": str(m.start_lsn), "stop_lsn": str(m.stop_lsn),
+            "start_time": m.start_time.isoformat(), "stop_time": m.stop_time.isoformat(),
+            "timeline": m.timeline, "size_bytes": m.original_size_bytes,
+            "stored_bytes": m.stored_size_bytes, "files": len(m.files),
+            "duration_s": round(result.duration_s, 3), "removed_incomplete": list(result.cleaned),
+        })
+        return
+    rate = m.original_size_bytes / result.duration_s if result.duration_s else 0
+    print(f"backup {m.backup_id} complete: {_size(m.original_size_bytes)} in {len(m.files)} entries, "
+          f"stored {_size(m.stored_size_bytes)}, {result.duration_s:.1f}s ({_size(int(rate))}/s)")
+    print(f"  WAL {m.start_lsn} .. {m.stop_lsn} on timeline {m.timeline}; restorable from "
+          f"{_utc(m.stop_time)}")
+    for removed in result.cleaned:
+        print(f"  removed the leftovers of interrupted backup {removed}")
+
+
+def info(result: InfoResult, as_json: bool) -> None:
+    if as_json:
+        emit_json({
+            "repository": result.repository, "system_identifier": result.system_identifier,
+            "encrypted": result.encrypted, "wal_segments": result.wal_segments,
+            "newest_wal": result.newest_wal, "incomplete_backups": result.incomplete,
+            "backups": [{
+                "backup_id": b.manifest.backup_id, "type": b.manifest.backup_type,
+                "start_time": b.manifest.start_time.isoformat(),
+                "stop_time": b.manifest.stop_time.isoformat(),
+                "start_lsn": str(b.manifest.start_lsn), "stop_lsn": str(b.manifest.stop_lsn),
+                "timeline": b.manifest.timeline, "pg_version": b.manifest.pg_version_num,
+                "size_bytes": b.manifest.original_size_bytes,
+                "stored_bytes": b.manifest.stored_size_bytes,
+                "window": window_json(b.window),
+            } for b in result.backups],
+        })
+        return
+    print(f"repository {result.repository}"
+          + (f" (cluster {result.system_identifier}" + (", encrypted)" if result.encrypted else ")")
+             if result.system_identifier else " (empty)"))
+    print(f"WAL: {result.wal_segments} segments archived, newest {result.newest_wal or '-'}")
+    if not result.backups:
+        print("no backups yet")
+    header = f"{'BACKUP':<18} {'STARTED':<22} {'SIZE':>10} {'STORED':>10}  RECOVERABLE WINDOW (UTC)"
+    if result.backups:
+        print(header)
+    for b in result.backups:
+        m, w = b.manifest, b.window
+        span = (f"{_utc(w.earliest_time)} .. {_utc(w.latest_time)}" if w.restorable
+                else f"NOT RESTORABLE: WAL {w.missing_segment} missing")
+        print(f"{m.backup_id:<18} {_age(m.start_time):<22} {_size(m.original_size_bytes):>10} "
+              f"{_size(m.stored_size_bytes):>10}  {span}")
+        if w.restorable and w.missing_segment:
+            print(f"{'':<18} gap in the archive at {w.missing_segment}: later WAL is unreachable")
+    for incomplete in result.incomplete:
+        print(f"{incomplete:<18} incomplete (no manifest; removed by the next backup)")
+
+
+def plan(p: RestorePlan, as_json: bool) -> None:
+    if as_json:
+        return  # the result carries the plan
+    out = sys.stderr
+    print("restore plan:", file=out)
+    print(f"  backup      {p.backup_id} (consistent at {p.backup_stop_time})", file=out)
+    print(f"  target      {p.target}", file=out)
+    print(f"  WAL needed  {p.first_wal} .. {p.last_wal or '?'} (timeline {p.timeline})", file=out)
+    print(f"  to fetch    {_size(p.stored_bytes)} stored, {_size(p.fetch_bytes)} restored", file=out)
+    print(f"  into        {p.pgdata}", file=out)
+
+
+def restore(result: RestoreResult, as_json: bool) -> None:
+    p = result.plan
+    if as_json:
+        emit_json({
+            "backup_id": p.backup_id, "target": p.target, "pgdata": p.pgdata,
+            "first_wal": p.first_wal, "last_wal": p.last_wal, "timeline": p.timeline,
+            "written_bytes": result.written_bytes, "duration_s": round(result.duration_s, 3),
+            "files_written": result.files_written, "start_command": result.start_command,
+        })
+        return
+    print(f"restored backup {p.backup_id} into {p.pgdata}: {_size(result.written_bytes)} "
+          f"in {result.duration_s:.1f}s")
+    for path in result.files_written:
+        print(f"  wrote {path}")
+    print(f"PostgreSQL will replay WAL to the {p.target} when started:")
+    print(f"  {result.start_command}")
+
+
+class ProgressMeter:
+    """Bytes, rate and ETA on a terminal; silent under cron and in the daemon."""
+
+    def __init__(self, total_bytes: int, label: str) -> None:
+        self.total = total_bytes
+        self.label = label
+        self.done = 0
+        self._lock = threading.Lock()
+        self._start = time.monotonic()
+        self._last = 0.0
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, n: int) -> None:
+        if not self.enabled:
+            return
+        with self._lock:
+            self.done += n
+            now = time.monotonic()
+            if now - self._last < 0.5 and self.done < self.total:
+                return
+            self._last = now
+            rate = self.done / max(now - self._start, 1e-6)
+            eta = (self.total - self.done) / rate if rate and self.total > self.done else 0
+            sys.stderr.write(f"\r{self.label}: {_size(self.done)} / {_size(self.total)} "
+                             f"({_size(int(rate))}/s, ETA {eta:.0f}s)   ")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.done:
+            sys.stderr.write("\n")

@@ -1,0 +1,86 @@
+"""The non-exclusive low-level backup API on one session held open.
+
+``pg_backup_start`` and ``pg_backup_stop`` must run on the same connection,
+and that connection must stay open for the whole copy: if it drops, PostgreSQL
+aborts the backup (which is what we want if janua-backup dies). PostgreSQL 15
+renamed the functions; 13 and 14 use ``pg_start_backup(label, fast, false)``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from janua_backup.errors import PostgresError
+from janua_backup.pg.conn import query_one
+from janua_backup.pg.wal import Lsn
+
+if TYPE_CHECKING:
+    import psycopg
+
+
+@dataclass(frozen=True, slots=True)
+class BackupStart:
+    lsn: Lsn
+    time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BackupStop:
+    lsn: Lsn
+    time: datetime
+    backup_label: str
+    tablespace_map: str
+    timeline: int
+
+
+class LowLevelBackup:
+    """One base backup in progress on ``conn`` (which the caller keeps open)."""
+
+    def __init__(self, conn: psycopg.Connection[Any], version_num: int) -> None:
+        self._conn = conn
+        self._v15 = version_num >= 150000
+        self._started = False
+
+    def start(self, label: str, *, fast: bool = True) -> BackupStart:
+        if self._v15:
+            sql = "SELECT pg_backup_start(%s, %s)::text, now()"
+        else:
+            sql = "SELECT pg_start_backup(%s, %s, false)::text, now()"
+        lsn, now = query_one(self._conn, sql, (label, fast))
+        self._started = True
+        return BackupStart(lsn=Lsn.parse(lsn), time=now.astimezone(UTC))
+
+    def stop(self, *, wait_for_archive: bool = True) -> BackupStop:
+        """Ends the backup; with ``wait_for_archive`` PostgreSQL returns only once
+        the segment holding the stop LSN has been archived (archive_mode on)."""
+        if self._v15:
+            sql = "SELECT lsn::text, labelfile, spcmapfile, now() FROM pg_backup_stop(%s)"
+        else:
+            sql = "SELECT lsn::text, labelfile, spcmapfile, now() FROM pg_stop_backup(false, %s)"
+        lsn, label, spcmap, now = query_one(self._conn, sql, (wait_for_archive,))
+        self._started = False
+        return BackupStop(
+            lsn=Lsn.parse(lsn),
+            time=now.astimezone(UTC),
+            backup_label=str(label),
+            tablespace_map=str(spcmap or ""),
+            timeline=label_timeline(str(label)),
+        )
+
+    def abort(self) -> None:
+        """Best effort: ends a started backup without waiting for the archive."""
+        if self._started:
+            try:
+                self.stop(wait_for_archive=False)
+            except PostgresError:
+                pass  # the session closing aborts it anyway
+
+
+def label_timeline(label: str) -> int:
+    match = re.search(r"^START TIMELINE: (\d+)$", label, re.MULTILINE)
+    if match is None:
+        raise PostgresError("backup_label from PostgreSQL has no START TIMELINE line")
+    return int(match.group(1))

@@ -1,0 +1,60 @@
+"""The only place that builds object keys: the repository's shape on storage.
+
+::
+
+    repository.json                 marker: cluster identity, format, encryption key id
+    wal/<24-hex name>[.partial]     archived WAL segments
+    wal/<TLI>.history               timeline history files
+    wal/<segment>.<offset>.backup   backup history files
+    backups/<id>/data/<n>           file contents: one big file or a bundle of small ones
+    backups/<id>/manifest           written last: a backup without it does not exist
+
+Backup ids sort by time (``20261125T214300Z``), so listings come out in order.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+MARKER_KEY = "repository.json"
+WAL_PREFIX = "wal/"
+BACKUPS_PREFIX = "backups/"
+MANIFEST_NAME = "manifest"
+FORMAT_VERSION = 1
+
+
+def wal_key(name: str) -> str:
+    return WAL_PREFIX + name
+
+
+def wal_name(key: str) -> str:
+    return key[len(WAL_PREFIX):]
+
+
+def backup_prefix(backup_id: str) -> str:
+    return f"{BACKUPS_PREFIX}{backup_id}/"
+
+
+def manifest_key(backup_id: str) -> str:
+    return backup_prefix(backup_id) + MANIFEST_NAME
+
+
+def data_name(number: int) -> str:
+    return f"data/{number:06d}"
+
+
+def data_key(backup_id: str, name: str) -> str:
+    return backup_prefix(backup_id) + name
+
+
+def backup_id_of(key: str) -> str | None:
+    """``backups/<id>/...`` -> ``<id>``; other keys -> None."""
+    if not key.startswith(BACKUPS_PREFIX):
+        return None
+    rest = key[len(BACKUPS_PREFIX):]
+    backup_id, sep, _ = rest.partition("/")
+    return backup_id if sep else None
+
+
+def new_backup_id(start: datetime) -> str:
+    return start.strftime("%Y%m%dT%H%M%SZ")

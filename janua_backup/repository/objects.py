@@ -1,0 +1,57 @@
+"""Objects through the pipeline: every stored object is encoded on the way in
+and verified (size, SHA-256, authentication) on the way out.
+
+``Repo`` is the handle commands pass around: a storage driver plus the encode
+spec (codec, level, key). It knows nothing of PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from janua_backup.pipeline.crypto import Key
+from janua_backup.pipeline.stream import Digest, Encoder, EncodeSpec, decode
+from janua_backup.storage.base import Storage
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    plain: Digest
+    stored: Digest
+
+
+@dataclass(frozen=True, slots=True)
+class Repo:
+    storage: Storage
+    spec: EncodeSpec
+
+    @property
+    def key(self) -> Key | None:
+        return self.spec.key
+
+    def describe(self) -> str:
+        return self.storage.describe()
+
+    def put(self, key: str, chunks: Iterable[bytes], *, if_absent: bool = False,
+            spec: EncodeSpec | None = None) -> PutResult:
+        encoder = Encoder(spec or self.spec)
+        self.storage.put(key, encoder.encode(chunks), if_absent=if_absent)
+        return PutResult(plain=encoder.plain, stored=encoder.stored)
+
+    def get(self, key: str, *, expect_stored: Digest | None = None,
+            expect_plain: Digest | None = None) -> Iterator[bytes]:
+        """Plaintext chunks; raises ObjectNotFound before the first chunk if absent.
+
+        Consume it to the end before trusting the data: verification of the
+        trailer (and of ``expect_*``) completes only with the last chunk.
+        """
+        stored = self.storage.get(key)
+        return decode(stored, self.spec.key, expect_stored=expect_stored, expect_plain=expect_plain)
+
+    def put_bytes(self, key: str, data: bytes, *, if_absent: bool = False,
+                  spec: EncodeSpec | None = None) -> PutResult:
+        return self.put(key, [data], if_absent=if_absent, spec=spec)
+
+    def get_bytes(self, key: str) -> bytes:
+        return b"".join(self.get(key))

@@ -1,0 +1,84 @@
+"""WAL in the repository: put with the same-or-error rule, get, list.
+
+An archived WAL file is never replaced. A push of a name already stored is
+success only if the stored plaintext has the same SHA-256 (PostgreSQL retries
+archive_command after a crash, so duplicates are normal); different content is
+a ``WalConflict``, the sign of two clusters or two timelines colliding, and
+the stored file is left untouched. The conditional put closes the race
+between two pushers; the HEAD before it also protects stores that ignore
+``If-None-Match``.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from janua_backup.errors import ObjectExists, WalConflict
+from janua_backup.localfs import atomic_write, read_chunks
+from janua_backup.repository import layout
+from janua_backup.repository.objects import Repo
+
+
+class PushOutcome(enum.Enum):
+    STORED = "stored"
+    ALREADY_ARCHIVED = "already archived"
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedWal:
+    name: str
+    size_bytes: int
+    modified: datetime
+
+
+def push(repo: Repo, name: str, source: Path) -> PushOutcome:
+    key = layout.wal_key(name)
+    if repo.storage.head(key) is not None:
+        return _same_or_conflict(repo, name, source)
+    try:
+        repo.put(key, read_chunks(source), if_absent=True)
+    except ObjectExists:
+        return _same_or_conflict(repo, name, source)
+    return PushOutcome.STORED
+
+
+def _same_or_conflict(repo: Repo, name: str, source: Path) -> PushOutcome:
+    local = _sha256(read_chunks(source))
+    stored = _sha256(repo.get(layout.wal_key(name)))
+    if local == stored:
+        return PushOutcome.ALREADY_ARCHIVED
+    raise WalConflict(
+        f"{name} is already archived in {repo.describe()} with different content "
+        f"(stored sha256 {stored[:12]}..., local {local[:12]}...); it will not be overwritten. "
+        "Two clusters may be archiving into one repository, or a restored cluster "
+        "is writing on an old timeline: stop and check before going on"
+    )
+
+
+def _sha256(chunks: Iterable[bytes]) -> str:
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch(repo: Repo, name: str, dest: Path) -> int:
+    """Writes the verified file to ``dest`` atomically; ObjectNotFound if not archived."""
+    chunks = repo.get(layout.wal_key(name))
+    return atomic_write(dest, chunks, mode=0o600)
+
+
+def read(repo: Repo, name: str) -> bytes:
+    return repo.get_bytes(layout.wal_key(name))
+
+
+def list_archived(repo: Repo, start_after: str = "") -> Iterator[ArchivedWal]:
+    for info in repo.storage.list(layout.WAL_PREFIX):
+        name = layout.wal_name(info.key)
+        if name > start_after:
+            yield ArchivedWal(name=name, size_bytes=info.size_bytes, modified=info.modified)
