@@ -61,20 +61,38 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the re
 
 @click.group(cls=JanuaGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="janua-backup")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              help="TOML config file (default: $JANUA_BACKUP_CONFIG).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="TOML config file (default: $JANUA_BACKUP_CONFIG).",
+)
 @click.option("--repo", help="Repository URL: s3://bucket/prefix or file:///path.")
 @click.option("--s3-endpoint", help="S3 endpoint URL (MinIO, SeaweedFS, ...).")
 @click.option("--s3-region", help="S3 region.")
 @click.option("--pgdata", "global_pgdata", help="PostgreSQL data directory (backup, wal-push).")
 @click.option("--dsn", help="libpq connection string for backup.")
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
-@click.option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"]))
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+@click.option(
+    "--log-format", default="text", show_default=True, type=click.Choice(["text", "json"])
+)
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, repo: str | None, s3_endpoint: str | None,
-        s3_region: str | None, global_pgdata: str | None, dsn: str | None, log_level: str,
-        log_format: str) -> None:
+def cli(
+    ctx: click.Context,
+    config_path: str | None,
+    repo: str | None,
+    s3_endpoint: str | None,
+    s3_region: str | None,
+    global_pgdata: str | None,
+    dsn: str | None,
+    log_level: str,
+    log_format: str,
+) -> None:
     """PostgreSQL base backups, WAL archiving and point-in-time recovery to S3 or a directory.
 
     \b
@@ -84,11 +102,14 @@ def cli(ctx: click.Context, config_path: str | None, repo: str | None, s3_endpoi
     restore writes restore_command for you.
     """
     logs.setup(log_level, log_format)
-    ctx.obj = Context(config_path, {
-        "repository": {"url": repo},
-        "s3": {"endpoint": s3_endpoint, "region": s3_region},
-        "postgres": {"pgdata": global_pgdata, "dsn": dsn},
-    })
+    ctx.obj = Context(
+        config_path,
+        {
+            "repository": {"url": repo},
+            "s3": {"endpoint": s3_endpoint, "region": s3_region},
+            "postgres": {"pgdata": global_pgdata, "dsn": dsn},
+        },
+    )
 
 
 def _ctx() -> Context:
@@ -127,7 +148,7 @@ def wal_fetch(wal_name: str, destination: str) -> None:
     pgdata = Path(str(_ctx().overrides["postgres"].get("pgdata") or "."))
     try:
         result = command.run(_ctx().settings(), wal_name, destination)
-    except Exception as error:  # noqa: BLE001 - any failure must not read as "not found"
+    except Exception as error:
         message = error.message if isinstance(error, JanuaError) else repr(error)
         standby = command.in_standby(pgdata)
         click.echo(f"janua-backup: error: wal-fetch {wal_name}: {message}", err=True)
@@ -175,27 +196,51 @@ def info(backup_id: str | None, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--pgdata", required=True, type=click.Path(file_okay=False),
-              help="Empty or new directory to restore into.")
+@click.option(
+    "--pgdata",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Empty or new directory to restore into.",
+)
 @click.option("--target-time", help="Recover to this time: ISO 8601 with Z or an offset.")
 @click.option("--timezone", help="Zone for a --target-time without offset, e.g. Europe/Paris.")
 @click.option("--target-lsn", help="Recover to this LSN, e.g. 0/3000060.")
 @click.option("--target-xid", help="Recover to this transaction id.")
 @click.option("--target-name", help="Recover to this restore point (pg_create_restore_point).")
-@click.option("--target", "target_immediate", type=click.Choice(["immediate"]),
-              help="'immediate': stop as soon as the backup is consistent.")
+@click.option(
+    "--target",
+    "target_immediate",
+    type=click.Choice(["immediate"]),
+    help="'immediate': stop as soon as the backup is consistent.",
+)
 @click.option("--target-exclusive", is_flag=True, help="Stop just before the target, not after.")
-@click.option("--target-action", default="promote", show_default=True,
-              type=click.Choice(["promote", "pause", "shutdown"]))
+@click.option(
+    "--target-action",
+    default="promote",
+    show_default=True,
+    type=click.Choice(["promote", "pause", "shutdown"]),
+)
 @click.option("--target-timeline", help="'latest' (default), 'current' or a timeline number.")
 @click.option("--backup-id", help="Restore this backup instead of the best one for the target.")
 @click.option("--standby", is_flag=True, help="Write standby.signal (build a replica).")
 @click.option("--jobs", type=int, help="Objects fetched at once (default: cores).")
 @json_option
-def restore(pgdata: str, target_time: str | None, timezone: str | None, target_lsn: str | None,
-            target_xid: str | None, target_name: str | None, target_immediate: str | None,
-            target_exclusive: bool, target_action: str, target_timeline: str | None,
-            backup_id: str | None, standby: bool, jobs: int | None, as_json: bool) -> None:
+def restore(
+    pgdata: str,
+    target_time: str | None,
+    timezone: str | None,
+    target_lsn: str | None,
+    target_xid: str | None,
+    target_name: str | None,
+    target_immediate: str | None,
+    target_exclusive: bool,
+    target_action: str,
+    target_timeline: str | None,
+    backup_id: str | None,
+    standby: bool,
+    jobs: int | None,
+    as_json: bool,
+) -> None:
     """Restore a backup and set PostgreSQL up to replay WAL to a target.
 
     Without a target, recovery replays to the end of the archived WAL.
@@ -207,10 +252,18 @@ def restore(pgdata: str, target_time: str | None, timezone: str | None, target_l
     from janua_backup.commands.restore_request import build_request
 
     request = build_request(
-        pgdata=pgdata, target_time=target_time, timezone=timezone, target_lsn=target_lsn,
-        target_xid=target_xid, target_name=target_name, immediate=bool(target_immediate),
-        exclusive=target_exclusive, action=target_action, timeline=target_timeline,
-        backup_id=backup_id, standby=standby,
+        pgdata=pgdata,
+        target_time=target_time,
+        timezone=timezone,
+        target_lsn=target_lsn,
+        target_xid=target_xid,
+        target_name=target_name,
+        immediate=bool(target_immediate),
+        exclusive=target_exclusive,
+        action=target_action,
+        timeline=target_timeline,
+        backup_id=backup_id,
+        standby=standby,
     )
     if request.target.time is not None and not as_json:
         click.echo(f"target time resolves to {request.recovery_target.value} (UTC)", err=True)

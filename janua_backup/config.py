@@ -12,7 +12,6 @@ in the command string (``janua-backup --config FILE wal-push %p``).
 
 from __future__ import annotations
 
-import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -152,8 +151,8 @@ def load(
     passphrase_env = raw["encryption"].get("passphrase_env")
     if isinstance(passphrase_env, str) and environ.get(passphrase_env):
         raw["encryption"]["passphrase"] = environ[passphrase_env]
-    for section, values in (overrides or {}).items():
-        raw[section].update({k: v for k, v in values.items() if v is not None})
+    for section, flags in (overrides or {}).items():
+        raw[section].update({k: v for k, v in flags.items() if v is not None})
     built = {name: _build(name, cls, raw[name]) for name, cls in _SECTIONS.items()}
     settings = Settings(config_path=abs_path, **built)
     _validate(settings)

@@ -28,8 +28,9 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, chunks: Iterable[bytes], *, mode: int = 0o600,
-                 sync_dir: bool = True) -> int:
+def atomic_write(
+    path: Path, chunks: Iterable[bytes], *, mode: int = 0o600, sync_dir: bool = True
+) -> int:
     """Writes ``chunks`` to ``path`` atomically; returns the bytes written.
 
     If ``chunks`` raises (a failed checksum, a lost connection) the temp file

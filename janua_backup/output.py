@@ -53,44 +53,72 @@ def window_json(w: Window) -> dict[str, Any]:
 def backup(result: BackupResult, as_json: bool) -> None:
     m = result.manifest
     if as_json:
-        emit_json({
-            "backup_id": m.backup_id, "start_lsn": str(m.start_lsn), "stop_lsn": str(m.stop_lsn),
-            "start_time": m.start_time.isoformat(), "stop_time": m.stop_time.isoformat(),
-            "timeline": m.timeline, "size_bytes": m.original_size_bytes,
-            "stored_bytes": m.stored_size_bytes, "files": len(m.files),
-            "duration_s": round(result.duration_s, 3), "removed_incomplete": list(result.cleaned),
-        })
+        emit_json(
+            {
+                "backup_id": m.backup_id,
+                "start_lsn": str(m.start_lsn),
+                "stop_lsn": str(m.stop_lsn),
+                "start_time": m.start_time.isoformat(),
+                "stop_time": m.stop_time.isoformat(),
+                "timeline": m.timeline,
+                "size_bytes": m.original_size_bytes,
+                "stored_bytes": m.stored_size_bytes,
+                "files": len(m.files),
+                "duration_s": round(result.duration_s, 3),
+                "removed_incomplete": list(result.cleaned),
+            }
+        )
         return
     rate = m.original_size_bytes / result.duration_s if result.duration_s else 0
-    print(f"backup {m.backup_id} complete: {_size(m.original_size_bytes)} in {len(m.files)} entries, "
-          f"stored {_size(m.stored_size_bytes)}, {result.duration_s:.1f}s ({_size(int(rate))}/s)")
-    print(f"  WAL {m.start_lsn} .. {m.stop_lsn} on timeline {m.timeline}; restorable from "
-          f"{_utc(m.stop_time)}")
+    print(
+        f"backup {m.backup_id} complete: {_size(m.original_size_bytes)} in {len(m.files)} entries, "
+        f"stored {_size(m.stored_size_bytes)}, {result.duration_s:.1f}s ({_size(int(rate))}/s)"
+    )
+    print(
+        f"  WAL {m.start_lsn} .. {m.stop_lsn} on timeline {m.timeline}; restorable from "
+        f"{_utc(m.stop_time)}"
+    )
     for removed in result.cleaned:
         print(f"  removed the leftovers of interrupted backup {removed}")
 
 
 def info(result: InfoResult, as_json: bool) -> None:
     if as_json:
-        emit_json({
-            "repository": result.repository, "system_identifier": result.system_identifier,
-            "encrypted": result.encrypted, "wal_segments": result.wal_segments,
-            "newest_wal": result.newest_wal, "incomplete_backups": result.incomplete,
-            "backups": [{
-                "backup_id": b.manifest.backup_id, "type": b.manifest.backup_type,
-                "start_time": b.manifest.start_time.isoformat(),
-                "stop_time": b.manifest.stop_time.isoformat(),
-                "start_lsn": str(b.manifest.start_lsn), "stop_lsn": str(b.manifest.stop_lsn),
-                "timeline": b.manifest.timeline, "pg_version": b.manifest.pg_version_num,
-                "size_bytes": b.manifest.original_size_bytes,
-                "stored_bytes": b.manifest.stored_size_bytes,
-                "window": window_json(b.window),
-            } for b in result.backups],
-        })
+        emit_json(
+            {
+                "repository": result.repository,
+                "system_identifier": result.system_identifier,
+                "encrypted": result.encrypted,
+                "wal_segments": result.wal_segments,
+                "newest_wal": result.newest_wal,
+                "incomplete_backups": result.incomplete,
+                "backups": [
+                    {
+                        "backup_id": b.manifest.backup_id,
+                        "type": b.manifest.backup_type,
+                        "start_time": b.manifest.start_time.isoformat(),
+                        "stop_time": b.manifest.stop_time.isoformat(),
+                        "start_lsn": str(b.manifest.start_lsn),
+                        "stop_lsn": str(b.manifest.stop_lsn),
+                        "timeline": b.manifest.timeline,
+                        "pg_version": b.manifest.pg_version_num,
+                        "size_bytes": b.manifest.original_size_bytes,
+                        "stored_bytes": b.manifest.stored_size_bytes,
+                        "window": window_json(b.window),
+                    }
+                    for b in result.backups
+                ],
+            }
+        )
         return
-    print(f"repository {result.repository}"
-          + (f" (cluster {result.system_identifier}" + (", encrypted)" if result.encrypted else ")")
-             if result.system_identifier else " (empty)"))
+    print(
+        f"repository {result.repository}"
+        + (
+            f" (cluster {result.system_identifier}" + (", encrypted)" if result.encrypted else ")")
+            if result.system_identifier
+            else " (empty)"
+        )
+    )
     print(f"WAL: {result.wal_segments} segments archived, newest {result.newest_wal or '-'}")
     if not result.backups:
         print("no backups yet")
@@ -99,10 +127,15 @@ def info(result: InfoResult, as_json: bool) -> None:
         print(header)
     for b in result.backups:
         m, w = b.manifest, b.window
-        span = (f"{_utc(w.earliest_time)} .. {_utc(w.latest_time)}" if w.restorable
-                else f"NOT RESTORABLE: WAL {w.missing_segment} missing")
-        print(f"{m.backup_id:<18} {_age(m.start_time):<22} {_size(m.original_size_bytes):>10} "
-              f"{_size(m.stored_size_bytes):>10}  {span}")
+        span = (
+            f"{_utc(w.earliest_time)} .. {_utc(w.latest_time)}"
+            if w.restorable
+            else f"NOT RESTORABLE: WAL {w.missing_segment} missing"
+        )
+        print(
+            f"{m.backup_id:<18} {_age(m.start_time):<22} {_size(m.original_size_bytes):>10} "
+            f"{_size(m.stored_size_bytes):>10}  {span}"
+        )
         if w.restorable and w.missing_segment:
             print(f"{'':<18} gap in the archive at {w.missing_segment}: later WAL is unreachable")
     for incomplete in result.incomplete:
@@ -117,22 +150,34 @@ def plan(p: RestorePlan, as_json: bool) -> None:
     print(f"  backup      {p.backup_id} (consistent at {p.backup_stop_time})", file=out)
     print(f"  target      {p.target}", file=out)
     print(f"  WAL needed  {p.first_wal} .. {p.last_wal or '?'} (timeline {p.timeline})", file=out)
-    print(f"  to fetch    {_size(p.stored_bytes)} stored, {_size(p.fetch_bytes)} restored", file=out)
+    print(
+        f"  to fetch    {_size(p.stored_bytes)} stored, {_size(p.fetch_bytes)} restored", file=out
+    )
     print(f"  into        {p.pgdata}", file=out)
 
 
 def restore(result: RestoreResult, as_json: bool) -> None:
     p = result.plan
     if as_json:
-        emit_json({
-            "backup_id": p.backup_id, "target": p.target, "pgdata": p.pgdata,
-            "first_wal": p.first_wal, "last_wal": p.last_wal, "timeline": p.timeline,
-            "written_bytes": result.written_bytes, "duration_s": round(result.duration_s, 3),
-            "files_written": result.files_written, "start_command": result.start_command,
-        })
+        emit_json(
+            {
+                "backup_id": p.backup_id,
+                "target": p.target,
+                "pgdata": p.pgdata,
+                "first_wal": p.first_wal,
+                "last_wal": p.last_wal,
+                "timeline": p.timeline,
+                "written_bytes": result.written_bytes,
+                "duration_s": round(result.duration_s, 3),
+                "files_written": result.files_written,
+                "start_command": result.start_command,
+            }
+        )
         return
-    print(f"restored backup {p.backup_id} into {p.pgdata}: {_size(result.written_bytes)} "
-          f"in {result.duration_s:.1f}s")
+    print(
+        f"restored backup {p.backup_id} into {p.pgdata}: {_size(result.written_bytes)} "
+        f"in {result.duration_s:.1f}s"
+    )
     for path in result.files_written:
         print(f"  wrote {path}")
     print(f"PostgreSQL will replay WAL to the {p.target} when started:")
@@ -162,8 +207,10 @@ class ProgressMeter:
             self._last = now
             rate = self.done / max(now - self._start, 1e-6)
             eta = (self.total - self.done) / rate if rate and self.total > self.done else 0
-            sys.stderr.write(f"\r{self.label}: {_size(self.done)} / {_size(self.total)} "
-                             f"({_size(int(rate))}/s, ETA {eta:.0f}s)   ")
+            sys.stderr.write(
+                f"\r{self.label}: {_size(self.done)} / {_size(self.total)} "
+                f"({_size(int(rate))}/s, ETA {eta:.0f}s)   "
+            )
             sys.stderr.flush()
 
     def close(self) -> None:

@@ -51,8 +51,12 @@ def run(settings: Settings, progress: Progress | None = None) -> BackupResult:
         _check_server(facts, settings)
         pgdata = Path(settings.postgres.pgdata or facts.data_directory)
         _check_pgdata(pgdata, facts.system_identifier)
-        marker.ensure(repo, system_identifier=facts.system_identifier,
-                      wal_segment_size=facts.wal_segment_size, pg_major=facts.major)
+        marker.ensure(
+            repo,
+            system_identifier=facts.system_identifier,
+            wal_segment_size=facts.wal_segment_size,
+            pg_major=facts.major,
+        )
         cleaned = catalog.clean_incomplete(repo)
         backup_id = layout.new_backup_id(datetime.now(UTC))
         log.info("backup begins backup_id=%s pgdata=%s repo=%s", backup_id, pgdata, repo.describe())
@@ -61,12 +65,15 @@ def run(settings: Settings, progress: Progress | None = None) -> BackupResult:
             begin = session.start(f"janua-backup {backup_id}")
             sources = _sources(pgdata)
             files, objects = transfer.upload(
-                repo, backup_id, [s for s in sources if s.entry.kind == "file"], jobs=jobs(settings),
+                repo,
+                backup_id,
+                [s for s in sources if s.entry.kind == "file"],
+                jobs=jobs(settings),
                 bundle_limit=settings.backup.bundle_limit_bytes,
-                bundle_size=settings.backup.bundle_size_bytes, progress=progress,
+                bundle_size=settings.backup.bundle_size_bytes,
+                progress=progress,
             )
-            with _statement_timeout(conn, settings.backup.archive_timeout_s):
-                stop = session.stop(wait_for_archive=True)
+            stop = session.stop(wait_for_archive=True, timeout_s=settings.backup.archive_timeout_s)
             _wait_archived(repo, stop, facts.wal_segment_size, settings.backup.archive_timeout_s)
         except BaseException:
             session.abort()
@@ -74,19 +81,34 @@ def run(settings: Settings, progress: Progress | None = None) -> BackupResult:
             raise
     others = [s.entry for s in sources if s.entry.kind != "file"]  # no bytes to store
     manifest = Manifest(
-        backup_id=backup_id, backup_type="full",
-        start_lsn=begin.lsn, stop_lsn=stop.lsn, start_time=begin.time, stop_time=stop.time,
-        timeline=stop.timeline, pg_version_num=facts.version_num,
-        system_identifier=facts.system_identifier, wal_segment_size=facts.wal_segment_size,
-        compression=repo.spec.codec, compression_level=settings.compression.level,
-        encrypted=repo.key is not None, backup_label=stop.backup_label,
-        tablespace_map=stop.tablespace_map, files=tuple(sorted([*files, *others], key=lambda f: f.path)),
-        objects=tuple(objects), host=socket.gethostname(),
+        backup_id=backup_id,
+        backup_type="full",
+        start_lsn=begin.lsn,
+        stop_lsn=stop.lsn,
+        start_time=begin.time,
+        stop_time=stop.time,
+        timeline=stop.timeline,
+        pg_version_num=facts.version_num,
+        system_identifier=facts.system_identifier,
+        wal_segment_size=facts.wal_segment_size,
+        compression=repo.spec.codec,
+        compression_level=settings.compression.level,
+        encrypted=repo.key is not None,
+        backup_label=stop.backup_label,
+        tablespace_map=stop.tablespace_map,
+        files=tuple(sorted([*files, *others], key=lambda f: f.path)),
+        objects=tuple(objects),
+        host=socket.gethostname(),
     )
     catalog.commit(repo, manifest)
     duration = time.monotonic() - started
-    log.info("backup done backup_id=%s size=%d stored=%d duration_s=%.1f", backup_id,
-             manifest.original_size_bytes, manifest.stored_size_bytes, duration)
+    log.info(
+        "backup done backup_id=%s size=%d stored=%d duration_s=%.1f",
+        backup_id,
+        manifest.original_size_bytes,
+        manifest.stored_size_bytes,
+        duration,
+    )
     return BackupResult(manifest, duration, tuple(cleaned))
 
 
@@ -95,10 +117,13 @@ def _check_server(facts: pgconn.ServerFacts, settings: Settings) -> None:
         raise BackupError(
             "archive_mode is off, so the WAL that makes a backup consistent is never "
             "archived; set archive_mode = on and archive_command = "
-            f"'janua-backup --config {settings.config_path or 'FILE'} wal-push %p', then restart PostgreSQL"
+            f"'janua-backup --config {settings.config_path or 'FILE'} wal-push %p', "
+            "then restart PostgreSQL"
         )
     if facts.in_recovery:
-        raise BackupError("backups from a standby are not supported yet; run backup against the primary")
+        raise BackupError(
+            "backups from a standby are not supported yet; run backup against the primary"
+        )
 
 
 def _check_pgdata(pgdata: Path, system_identifier: int) -> None:
@@ -122,8 +147,14 @@ def _sources(pgdata: Path) -> list[SourceFile]:
     result = []
     for entry in datadir.walk(pgdata):
         meta = FileEntry(
-            path=entry.path, kind=entry.kind.value, mode=entry.mode, mtime_ns=entry.mtime_ns,
-            uid=entry.uid, gid=entry.gid, user=entry.user, group=entry.group,
+            path=entry.path,
+            kind=entry.kind.value,
+            mode=entry.mode,
+            mtime_ns=entry.mtime_ns,
+            uid=entry.uid,
+            gid=entry.gid,
+            user=entry.user,
+            group=entry.group,
             size_bytes=entry.size_bytes if entry.kind.value == "file" else 0,
             link_target=entry.link_target,
         )
@@ -131,20 +162,9 @@ def _sources(pgdata: Path) -> list[SourceFile]:
     return result
 
 
-@contextlib.contextmanager
-def _statement_timeout(conn: object, timeout_s: float):  # type: ignore[no-untyped-def]
-    """pg_backup_stop waits for the archiver without limit; bound it."""
-    pgconn.query_one(conn, "SELECT set_config('statement_timeout', %s, false)",  # type: ignore[arg-type]
-                     (str(int(timeout_s * 1000)),))
-    try:
-        yield
-    finally:
-        with contextlib.suppress(JanuaError):
-            pgconn.query_one(conn, "SELECT set_config('statement_timeout', '0', false)")  # type: ignore[arg-type]
-
-
 def _wait_archived(repo: Repo, stop: BackupStop, segment_size: int, timeout_s: float) -> None:
-    name = WalSegment.from_lsn(stop.timeline, stop.lsn, segment_size).name
+    # The stop LSN is an exclusive end: the last byte needed is in the segment before it.
+    name = WalSegment.before_lsn(stop.timeline, stop.lsn, segment_size).name
     deadline = time.monotonic() + timeout_s
     while repo.storage.head(layout.wal_key(name)) is None:
         if time.monotonic() > deadline:

@@ -42,7 +42,11 @@ def run(settings: Settings, backup_id: str | None = None) -> InfoResult:
     backups = [BackupInfo(m, window.compute(m, index)) for m in manifests]
     newest = max((w.name for w in index.segments.values()), default=None)
     return InfoResult(
-        repository=repo.describe(), system_identifier=found.system_identifier,
-        encrypted=found.key_id is not None, backups=backups,
-        wal_segments=len(index.segments), newest_wal=newest, incomplete=incomplete,
+        repository=repo.describe(),
+        system_identifier=found.system_identifier,
+        encrypted=found.key_id is not None,
+        backups=backups,
+        wal_segments=len(index.segments),
+        newest_wal=newest,
+        incomplete=incomplete,
     )

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from janua_backup.commands.common import jobs, open_repo
 from janua_backup.config import Settings
-from janua_backup.errors import InputError, RestoreError
+from janua_backup.errors import InputError
 from janua_backup.localfs import atomic_write
 from janua_backup.pg import recovery
 from janua_backup.pg.wal import WalSegment
@@ -75,24 +75,35 @@ def prepare(settings: Settings, request: RestoreRequest) -> tuple[Choice, Restor
     marker.check_key(repo, found)
     manifests = catalog.list_backups(repo)
     index = window.load_index(repo, found.wal_segment_size)
-    pairs = [(m, window.compute(m, index, requested_timeline=request.requested_timeline))
-             for m in manifests]
+    pairs = [
+        (m, window.compute(m, index, requested_timeline=request.requested_timeline))
+        for m in manifests
+    ]
     choice = choose(pairs, request.target, request.backup_id)
     for location in _tablespace_locations(choice.manifest).values():
         _check_empty(Path(location), "tablespace location")
     m = choice.manifest
     plan = RestorePlan(
-        backup_id=m.backup_id, backup_stop_time=m.stop_time.isoformat(),
+        backup_id=m.backup_id,
+        backup_stop_time=m.stop_time.isoformat(),
         first_wal=WalSegment.from_lsn(m.timeline, m.start_lsn, m.wal_segment_size).name,
-        last_wal=choice.window.last_segment, timeline=choice.window.timeline,
-        fetch_bytes=m.original_size_bytes, stored_bytes=m.stored_size_bytes,
-        target=_describe_target(request.target), pgdata=str(request.pgdata),
+        last_wal=choice.window.last_segment,
+        timeline=choice.window.timeline,
+        fetch_bytes=m.original_size_bytes,
+        stored_bytes=m.stored_size_bytes,
+        target=_describe_target(request.target),
+        pgdata=str(request.pgdata),
     )
     return choice, plan
 
 
-def execute(settings: Settings, request: RestoreRequest, choice: Choice, plan: RestorePlan,
-            progress: Progress | None = None) -> RestoreResult:
+def execute(
+    settings: Settings,
+    request: RestoreRequest,
+    choice: Choice,
+    plan: RestorePlan,
+    progress: Progress | None = None,
+) -> RestoreResult:
     started = time.monotonic()
     repo = open_repo(settings)
     manifest = choice.manifest
@@ -101,14 +112,20 @@ def execute(settings: Settings, request: RestoreRequest, choice: Choice, plan: R
     try:
         _make_tree(request.pgdata, manifest, chown=chown)
         placement = Placement(resolve=lambda p: request.pgdata / p, chown=chown)
-        written = transfer.download(repo, manifest, placement, jobs=jobs(settings), progress=progress)
+        written = transfer.download(
+            repo, manifest, placement, jobs=jobs(settings), progress=progress
+        )
         files = _write_recovery(settings, request, manifest, chown=chown)
     except BaseException:
         _undo(request.pgdata, manifest, created)
         raise
     duration = time.monotonic() - started
-    log.info("restore done backup_id=%s bytes=%d duration_s=%.1f", manifest.backup_id, written, duration)
-    return RestoreResult(plan, written, duration, [str(f) for f in files], _start_command(request.pgdata))
+    log.info(
+        "restore done backup_id=%s bytes=%d duration_s=%.1f", manifest.backup_id, written, duration
+    )
+    return RestoreResult(
+        plan, written, duration, [str(f) for f in files], _start_command(request.pgdata)
+    )
 
 
 def _check_empty(path: Path, what: str) -> None:
@@ -120,8 +137,11 @@ def _check_empty(path: Path, what: str) -> None:
 
 
 def _tablespace_locations(manifest: Manifest) -> dict[str, str]:
-    return {e.path: e.link_target for e in manifest.files
-            if e.kind == "symlink" and e.path.startswith("pg_tblspc/") and e.link_target}
+    return {
+        e.path: e.link_target
+        for e in manifest.files
+        if e.kind == "symlink" and e.path.startswith("pg_tblspc/") and e.link_target
+    }
 
 
 def _describe_target(target: Target) -> str:
@@ -163,8 +183,9 @@ def _make_tree(root: Path, manifest: Manifest, *, chown: bool) -> None:
     os.chmod(root, 0o700)
 
 
-def _write_recovery(settings: Settings, request: RestoreRequest, manifest: Manifest,
-                    *, chown: bool) -> list[Path]:
+def _write_recovery(
+    settings: Settings, request: RestoreRequest, manifest: Manifest, *, chown: bool
+) -> list[Path]:
     root = request.pgdata
     owner = next((e for e in manifest.files if e.path == "global/pg_control"), None)
     written = [root / "backup_label"]
@@ -219,4 +240,3 @@ def _empty(path: Path) -> None:
             shutil.rmtree(child)
         else:
             child.unlink()
-

@@ -17,14 +17,32 @@ from janua_backup.repository.select import Target
 Action = Literal["promote", "pause", "shutdown"]
 
 
-def build_request(*, pgdata: str, target_time: str | None, timezone: str | None,
-                  target_lsn: str | None, target_xid: str | None, target_name: str | None,
-                  immediate: bool, exclusive: bool, action: str, timeline: str | None,
-                  backup_id: str | None, standby: bool) -> RestoreRequest:
-    given = {k: v for k, v in {
-        "--target-time": target_time, "--target-lsn": target_lsn, "--target-xid": target_xid,
-        "--target-name": target_name, "--target immediate": "immediate" if immediate else None,
-    }.items() if v}
+def build_request(
+    *,
+    pgdata: str,
+    target_time: str | None,
+    timezone: str | None,
+    target_lsn: str | None,
+    target_xid: str | None,
+    target_name: str | None,
+    immediate: bool,
+    exclusive: bool,
+    action: str,
+    timeline: str | None,
+    backup_id: str | None,
+    standby: bool,
+) -> RestoreRequest:
+    given = {
+        k: v
+        for k, v in {
+            "--target-time": target_time,
+            "--target-lsn": target_lsn,
+            "--target-xid": target_xid,
+            "--target-name": target_name,
+            "--target immediate": "immediate" if immediate else None,
+        }.items()
+        if v
+    }
     if len(given) > 1:
         raise InputError(f"give one recovery target, not {' and '.join(given)}")
     if timezone and not target_time:
@@ -33,15 +51,29 @@ def build_request(*, pgdata: str, target_time: str | None, timezone: str | None,
     requested_tli = _timeline(timeline)
     rt = recovery.RecoveryTarget(
         kind=cast(Literal["time", "lsn", "xid", "name", "immediate", "latest"], target.kind),
-        value=value, inclusive=not exclusive, action=cast(Action, action), timeline=timeline,
+        value=value,
+        inclusive=not exclusive,
+        action=cast(Action, action),
+        timeline=timeline,
     )
-    return RestoreRequest(pgdata=Path(pgdata).absolute(), target=target, recovery_target=rt,
-                          backup_id=backup_id, standby=standby, requested_timeline=requested_tli)
+    return RestoreRequest(
+        pgdata=Path(pgdata).absolute(),
+        target=target,
+        recovery_target=rt,
+        backup_id=backup_id,
+        standby=standby,
+        requested_timeline=requested_tli,
+    )
 
 
-def _target(target_time: str | None, timezone: str | None, target_lsn: str | None,
-            target_xid: str | None, target_name: str | None,
-            immediate: bool) -> tuple[Target, str | None]:
+def _target(
+    target_time: str | None,
+    timezone: str | None,
+    target_lsn: str | None,
+    target_xid: str | None,
+    target_name: str | None,
+    immediate: bool,
+) -> tuple[Target, str | None]:
     if target_time:
         when = recovery.parse_target_time(target_time, timezone=timezone)
         return Target("time", time=when, text=target_time), recovery.format_pg_time(when)

@@ -59,8 +59,13 @@ def run(settings: Settings, name: str, dest: str) -> WalFetchResult:
             delay = min(10.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
             if time.monotonic() + delay > deadline:
                 raise
-            log.warning("wal-fetch name=%s attempt=%d failed (%s); retrying in %.1fs",
-                        name, attempt, exc, delay)
+            log.warning(
+                "wal-fetch name=%s attempt=%d failed (%s); retrying in %.1fs",
+                name,
+                attempt,
+                exc,
+                delay,
+            )
             time.sleep(delay)
             continue
         result = WalFetchResult(name, True, size, attempt, time.monotonic() - started)

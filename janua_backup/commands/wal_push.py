@@ -69,8 +69,13 @@ def run(settings: Settings, wal_path: str) -> WalPushResult:
         if existing is not None:
             marker.check_key(repo, existing)
     outcome = wal_archive.push(repo, path.name, path)
-    result = WalPushResult(path.name, outcome.value, path.stat().st_size,
-                           time.monotonic() - started)
-    log.info("wal-push name=%s outcome=%s duration_s=%.3f", result.name, result.outcome,
-             result.duration_s)
+    result = WalPushResult(
+        path.name, outcome.value, path.stat().st_size, time.monotonic() - started
+    )
+    log.info(
+        "wal-push name=%s outcome=%s duration_s=%.3f",
+        result.name,
+        result.outcome,
+        result.duration_s,
+    )
     return result

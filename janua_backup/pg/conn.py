@@ -52,13 +52,15 @@ def connect(dsn: str | None) -> Iterator[psycopg.Connection[Any]]:
         conn.close()
 
 
-def query_one(conn: psycopg.Connection[Any], sql: str, params: tuple[object, ...] = ()) -> tuple[Any, ...]:
+def query_one(
+    conn: psycopg.Connection[Any], sql: str, params: tuple[object, ...] = ()
+) -> tuple[Any, ...]:
     import psycopg
 
     try:
-        row = conn.execute(sql, params).fetchone()  # type: ignore[arg-type]
+        row = conn.execute(sql, params).fetchone()
     except psycopg.Error as exc:
-        raise PostgresError(f"PostgreSQL refused {sql.split()[1]!s}...: {exc}") from exc
+        raise PostgresError(f"PostgreSQL refused a query ({exc}); query: {sql}") from exc
     if row is None:
         raise PostgresError(f"PostgreSQL returned no row for: {sql}")
     return tuple(row)

@@ -8,6 +8,7 @@ renamed the functions; 13 and 14 use ``pg_start_backup(label, fast, false)``.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,9 +54,15 @@ class LowLevelBackup:
         self._started = True
         return BackupStart(lsn=Lsn.parse(lsn), time=now.astimezone(UTC))
 
-    def stop(self, *, wait_for_archive: bool = True) -> BackupStop:
+    def stop(self, *, wait_for_archive: bool = True, timeout_s: float = 0) -> BackupStop:
         """Ends the backup; with ``wait_for_archive`` PostgreSQL returns only once
-        the segment holding the stop LSN has been archived (archive_mode on)."""
+        the segment holding the stop LSN has been archived (archive_mode on).
+
+        PostgreSQL waits for the archiver without limit; ``timeout_s`` bounds
+        the wait with statement_timeout (0: no bound).
+        """
+        query_one(self._conn, "SELECT set_config('statement_timeout', %s, false)",
+                  (str(int(timeout_s * 1000)),))
         if self._v15:
             sql = "SELECT lsn::text, labelfile, spcmapfile, now() FROM pg_backup_stop(%s)"
         else:
@@ -73,10 +80,8 @@ class LowLevelBackup:
     def abort(self) -> None:
         """Best effort: ends a started backup without waiting for the archive."""
         if self._started:
-            try:
+            with contextlib.suppress(PostgresError):  # closing the session aborts it anyway
                 self.stop(wait_for_archive=False)
-            except PostgresError:
-                pass  # the session closing aborts it anyway
 
 
 def label_timeline(label: str) -> int:

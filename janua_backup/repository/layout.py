@@ -28,7 +28,7 @@ def wal_key(name: str) -> str:
 
 
 def wal_name(key: str) -> str:
-    return key[len(WAL_PREFIX):]
+    return key[len(WAL_PREFIX) :]
 
 
 def backup_prefix(backup_id: str) -> str:
@@ -51,7 +51,7 @@ def backup_id_of(key: str) -> str | None:
     """``backups/<id>/...`` -> ``<id>``; other keys -> None."""
     if not key.startswith(BACKUPS_PREFIX):
         return None
-    rest = key[len(BACKUPS_PREFIX):]
+    rest = key[len(BACKUPS_PREFIX) :]
     backup_id, sep, _ = rest.partition("/")
     return backup_id if sep else None
 

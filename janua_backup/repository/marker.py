@@ -52,7 +52,9 @@ def read(repo: Repo) -> Marker | None:
         fields = json.loads(data)
         marker = Marker(**fields)
     except (ValueError, TypeError) as exc:
-        raise FormatError(f"{repo.describe()}: {layout.MARKER_KEY} is not a janua-backup marker") from exc
+        raise FormatError(
+            f"{repo.describe()}: {layout.MARKER_KEY} is not a janua-backup marker"
+        ) from exc
     if marker.format_version > layout.FORMAT_VERSION:
         raise FormatError(
             f"{repo.describe()} uses repository format {marker.format_version}; "
@@ -61,8 +63,9 @@ def read(repo: Repo) -> Marker | None:
     return marker
 
 
-def ensure(repo: Repo, *, system_identifier: int, wal_segment_size: int,
-           pg_major: int | None) -> Marker:
+def ensure(
+    repo: Repo, *, system_identifier: int, wal_segment_size: int, pg_major: int | None
+) -> Marker:
     """The marker for this cluster, created on first use; refuses another cluster's repository."""
     marker = read(repo)
     if marker is None:

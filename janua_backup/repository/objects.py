@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from janua_backup.errors import IntegrityError
 from janua_backup.pipeline.crypto import Key
+from janua_backup.pipeline.header import ObjectHeader
 from janua_backup.pipeline.stream import Digest, Encoder, EncodeSpec, decode
 from janua_backup.storage.base import Storage
 
@@ -33,24 +35,47 @@ class Repo:
     def describe(self) -> str:
         return self.storage.describe()
 
-    def put(self, key: str, chunks: Iterable[bytes], *, if_absent: bool = False,
-            spec: EncodeSpec | None = None) -> PutResult:
+    def put(
+        self,
+        key: str,
+        chunks: Iterable[bytes],
+        *,
+        if_absent: bool = False,
+        spec: EncodeSpec | None = None,
+    ) -> PutResult:
         encoder = Encoder(spec or self.spec)
         self.storage.put(key, encoder.encode(chunks), if_absent=if_absent)
         return PutResult(plain=encoder.plain, stored=encoder.stored)
 
-    def get(self, key: str, *, expect_stored: Digest | None = None,
-            expect_plain: Digest | None = None) -> Iterator[bytes]:
+    def get(
+        self, key: str, *, expect_stored: Digest | None = None, expect_plain: Digest | None = None
+    ) -> Iterator[bytes]:
         """Plaintext chunks; raises ObjectNotFound before the first chunk if absent.
 
         Consume it to the end before trusting the data: verification of the
         trailer (and of ``expect_*``) completes only with the last chunk.
         """
         stored = self.storage.get(key)
-        return decode(stored, self.spec.key, expect_stored=expect_stored, expect_plain=expect_plain)
+        return decode(
+            stored,
+            self.spec.key,
+            expect_stored=expect_stored,
+            expect_plain=expect_plain,
+            on_header=self._refuse_plaintext,
+        )
 
-    def put_bytes(self, key: str, data: bytes, *, if_absent: bool = False,
-                  spec: EncodeSpec | None = None) -> PutResult:
+    def _refuse_plaintext(self, header: ObjectHeader) -> None:
+        """With a key configured, an unencrypted object can only be a forgery: anyone
+        with write access to the bucket could plant one."""
+        if self.spec.key is not None and not header.encrypted:
+            raise IntegrityError(
+                "an object in the encrypted repository is not encrypted; "
+                "it was not written by janua-backup with this key"
+            )
+
+    def put_bytes(
+        self, key: str, data: bytes, *, if_absent: bool = False, spec: EncodeSpec | None = None
+    ) -> PutResult:
         return self.put(key, [data], if_absent=if_absent, spec=spec)
 
     def get_bytes(self, key: str) -> bytes:

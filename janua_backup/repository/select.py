@@ -37,7 +37,7 @@ def describe_windows(windows: Sequence[Window]) -> str:
     if not usable:
         return "no backup can be restored with the WAL in the archive"
     first = min(usable, key=lambda w: w.earliest_time)
-    last = max(usable, key=lambda w: (w.latest_lsn or Lsn(0)))
+    last = max(usable, key=lambda w: w.latest_lsn or Lsn(0))
     return (
         f"the recoverable window is {_iso(first.earliest_time)} (LSN {first.earliest_lsn}) "
         f"to {_iso(last.latest_time)} (LSN {last.latest_lsn})"
@@ -48,8 +48,9 @@ def _iso(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else "?"
 
 
-def choose(pairs: Sequence[tuple[Manifest, Window]], target: Target,
-           backup_id: str | None = None) -> Choice:
+def choose(
+    pairs: Sequence[tuple[Manifest, Window]], target: Target, backup_id: str | None = None
+) -> Choice:
     if not pairs:
         raise InputError("the repository has no backups; take one with `janua-backup backup`")
     if backup_id is not None:
@@ -81,4 +82,5 @@ def _refusal(target: Target, windows: Sequence[Window], backup_id: str | None) -
         where = f"target LSN {target.lsn}"
     else:
         where = "this target"
-    return f"{where} cannot be reached from {which}: {describe_windows(windows)}; pick a target inside it"
+    window = describe_windows(windows)
+    return f"{where} cannot be reached from {which}: {window}; pick a target inside it"

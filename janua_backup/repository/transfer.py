@@ -15,6 +15,7 @@ manifest before the restore counts it as written.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -42,8 +43,9 @@ class SourceFile:
     source: Path
 
 
-def plan_objects(files: Sequence[SourceFile], bundle_limit: int,
-                 bundle_size: int) -> list[list[SourceFile]]:
+def plan_objects(
+    files: Sequence[SourceFile], bundle_limit: int, bundle_size: int
+) -> list[list[SourceFile]]:
     """Groups files into objects: one per big file, bundles of small ones."""
     groups: list[list[SourceFile]] = []
     bundle: list[SourceFile] = []
@@ -104,10 +106,16 @@ class _Uploader:
             self._counter += 1
             name = layout.data_name(self._counter)
         written: list[FileEntry] = []
-        result = self.repo.put(layout.data_key(self.backup_id, name),
-                               self._read(group, name, written), if_absent=True)
-        obj = StoredObject(name, result.plain.size_bytes, result.plain.sha256,
-                           result.stored.size_bytes, result.stored.sha256)
+        result = self.repo.put(
+            layout.data_key(self.backup_id, name), self._read(group, name, written), if_absent=True
+        )
+        obj = StoredObject(
+            name,
+            result.plain.size_bytes,
+            result.plain.sha256,
+            result.stored.size_bytes,
+            result.stored.sha256,
+        )
         return written, obj
 
     def _read(self, group: list[SourceFile], name: str, out: list[FileEntry]) -> Iterator[bytes]:
@@ -132,14 +140,28 @@ class _Uploader:
                     if self.progress:
                         self.progress(len(chunk))
                     yield chunk
-            out.append(replace(item.entry, size_bytes=size, sha256=digest.hexdigest(),
-                               object=name, offset=offset))
+            out.append(
+                replace(
+                    item.entry,
+                    size_bytes=size,
+                    sha256=digest.hexdigest(),
+                    object=name,
+                    offset=offset,
+                )
+            )
             offset += size
 
 
-def upload(repo: Repo, backup_id: str, files: Sequence[SourceFile], *, jobs: int,
-           bundle_limit: int, bundle_size: int,
-           progress: Progress | None = None) -> tuple[list[FileEntry], list[StoredObject]]:
+def upload(
+    repo: Repo,
+    backup_id: str,
+    files: Sequence[SourceFile],
+    *,
+    jobs: int,
+    bundle_limit: int,
+    bundle_size: int,
+    progress: Progress | None = None,
+) -> tuple[list[FileEntry], list[StoredObject]]:
     uploader = _Uploader(repo, backup_id, progress)
     groups = plan_objects(files, bundle_limit, bundle_size)
     results = run_bounded(groups, uploader.upload, jobs)
@@ -156,15 +178,23 @@ class Placement:
     chown: bool
 
 
-def download(repo: Repo, manifest: Manifest, placement: Placement, *, jobs: int,
-             progress: Progress | None = None) -> int:
+def download(
+    repo: Repo,
+    manifest: Manifest,
+    placement: Placement,
+    *,
+    jobs: int,
+    progress: Progress | None = None,
+) -> int:
     """Restores every file of the manifest; returns the bytes written."""
     by_object: dict[str, list[FileEntry]] = {}
     for entry in manifest.files:
         if entry.kind == "file" and entry.object is not None:
             by_object.setdefault(entry.object, []).append(entry)
-    jobs_list = [(manifest.object(name), sorted(files, key=lambda e: e.offset))
-                 for name, files in by_object.items()]
+    jobs_list = [
+        (manifest.object(name), sorted(files, key=lambda e: e.offset))
+        for name, files in by_object.items()
+    ]
     jobs_list.sort(key=lambda j: -j[0].plain_size_bytes)
 
     def work(job: tuple[StoredObject, list[FileEntry]]) -> int:
@@ -173,8 +203,14 @@ def download(repo: Repo, manifest: Manifest, placement: Placement, *, jobs: int,
     return sum(run_bounded(jobs_list, work, jobs))
 
 
-def _restore_object(repo: Repo, backup_id: str, obj: StoredObject, files: list[FileEntry],
-                    placement: Placement, progress: Progress | None) -> int:
+def _restore_object(
+    repo: Repo,
+    backup_id: str,
+    obj: StoredObject,
+    files: list[FileEntry],
+    placement: Placement,
+    progress: Progress | None,
+) -> int:
     stream = repo.get(
         layout.data_key(backup_id, obj.name),
         expect_stored=Digest(obj.stored_size_bytes, obj.stored_sha256),
@@ -183,7 +219,9 @@ def _restore_object(repo: Repo, backup_id: str, obj: StoredObject, files: list[F
     reader = _Cutter(stream)
     for entry in files:
         if entry.offset != reader.position:
-            raise IntegrityError(f"backup {backup_id}: object {obj.name} has a hole before {entry.path}")
+            raise IntegrityError(
+                f"backup {backup_id}: object {obj.name} has a hole before {entry.path}"
+            )
         _write_file(entry, reader.take(entry.size_bytes), placement, progress)
     reader.finish()  # drains the stream so the trailer and stored digest are checked
     return obj.plain_size_bytes
@@ -206,7 +244,7 @@ class _Cutter:
                     raise IntegrityError("a stored object ended before the files it should hold")
                 self._buffer = memoryview(nxt)
             piece = self._buffer[:remaining]
-            self._buffer = self._buffer[len(piece):]
+            self._buffer = self._buffer[len(piece) :]
             remaining -= len(piece)
             self.position += len(piece)
             yield bytes(piece)
@@ -216,8 +254,9 @@ class _Cutter:
             raise IntegrityError("a stored object holds more bytes than its files")
 
 
-def _write_file(entry: FileEntry, chunks: Iterator[bytes], placement: Placement,
-                progress: Progress | None) -> None:
+def _write_file(
+    entry: FileEntry, chunks: Iterator[bytes], placement: Placement, progress: Progress | None
+) -> None:
     path = placement.resolve(entry.path)
     digest, size = hashlib.sha256(), 0
     try:
@@ -257,13 +296,9 @@ def owner_ids(entry: FileEntry) -> tuple[int, int]:
 
     uid, gid = entry.uid, entry.gid
     if entry.user:
-        try:
+        with contextlib.suppress(KeyError):
             uid = pwd.getpwnam(entry.user).pw_uid
-        except KeyError:
-            pass
     if entry.group:
-        try:
+        with contextlib.suppress(KeyError):
             gid = grp.getgrnam(entry.group).gr_gid
-        except KeyError:
-            pass
     return uid, gid

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from janua_backup.pg.wal import Lsn, TimelineHistory, WalFileKind, WalSegment, classify
-from janua_backup.repository.manifest import Manifest
 from janua_backup.repository import wal_archive
+from janua_backup.repository.manifest import Manifest
 from janua_backup.repository.objects import Repo
 from janua_backup.repository.wal_archive import ArchivedWal
 
@@ -46,8 +46,12 @@ class WalIndex:
     newest_segno: int
 
     @classmethod
-    def build(cls, archived: Iterable[ArchivedWal], histories: dict[int, TimelineHistory],
-              segment_size: int) -> WalIndex:
+    def build(
+        cls,
+        archived: Iterable[ArchivedWal],
+        histories: dict[int, TimelineHistory],
+        segment_size: int,
+    ) -> WalIndex:
         segments: dict[tuple[int, int], ArchivedWal] = {}
         for wal in archived:
             if classify(wal.name) is WalFileKind.SEGMENT:
@@ -82,17 +86,19 @@ def _branch_points(index: WalIndex, tli: int, segment_size: int) -> list[tuple[i
     begin = 0
     for entry in history.entries if history else ():
         points.append((entry.timeline, begin))
-        begin = int(entry.switch_lsn) // segment_size
+        begin = entry.switch_lsn.value // segment_size
     points.append((tli, begin))
     return list(reversed(points))
 
 
-def compute(manifest: Manifest, index: WalIndex, *, requested_timeline: int | None = None) -> Window:
+def compute(
+    manifest: Manifest, index: WalIndex, *, requested_timeline: int | None = None
+) -> Window:
     size = manifest.wal_segment_size
     tli = target_timeline(index, manifest.timeline, requested_timeline)
     points = _branch_points(index, tli, size)
-    start = int(manifest.start_lsn) // size
-    stop = int(manifest.stop_lsn) // size
+    start = manifest.start_lsn.value // size
+    stop = (manifest.stop_lsn.value - 1) // size  # the stop LSN is an exclusive end
     first = WalSegment.from_lsn(manifest.timeline, manifest.start_lsn, size).name
     last: ArchivedWal | None = None
     last_tli = manifest.timeline
@@ -104,10 +110,19 @@ def compute(manifest: Manifest, index: WalIndex, *, requested_timeline: int | No
             break
         last, last_tli = found, seg_tli
         segno += 1
-    gap = WalSegment(seg_tli, segno, size).name if segno <= index.newest_segno else None
+    gap = WalSegment.from_number(seg_tli, segno, size).name if segno <= index.newest_segno else None
     if last is None or segno <= stop:
-        return Window(manifest.backup_id, manifest.stop_lsn, manifest.stop_time, None, None,
-                      manifest.timeline, first, None, WalSegment(seg_tli, segno, size).name)
+        return Window(
+            manifest.backup_id,
+            manifest.stop_lsn,
+            manifest.stop_time,
+            None,
+            None,
+            manifest.timeline,
+            first,
+            None,
+            WalSegment.from_number(seg_tli, segno, size).name,
+        )
     return Window(
         backup_id=manifest.backup_id,
         earliest_lsn=manifest.stop_lsn,
@@ -121,8 +136,9 @@ def compute(manifest: Manifest, index: WalIndex, *, requested_timeline: int | No
     )
 
 
-def compute_all(manifests: Sequence[Manifest], index: WalIndex,
-                requested_timeline: int | None = None) -> list[Window]:
+def compute_all(
+    manifests: Sequence[Manifest], index: WalIndex, requested_timeline: int | None = None
+) -> list[Window]:
     return [compute(m, index, requested_timeline=requested_timeline) for m in manifests]
 
 

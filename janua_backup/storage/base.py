@@ -46,26 +46,39 @@ class ObjectInfo:
 class Storage(Protocol):
     """A flat namespace of immutable objects addressed by ``/``-separated keys.
 
-    Contract, held by every driver and checked by ``tests/*/test_storage_contract.py``:
+    Contract, held by every driver and checked by ``tests/unit/storage/contract.py``
+    (run on memory and posix in ``tests/unit/storage``, on a real S3 server in
+    ``tests/integration/storage``):
 
+    * Keys are relative ``/``-separated paths: no leading ``/``, no empty,
+      ``.`` or ``..`` segment, and the last segment does not start with
+      ``.tmp-`` (posix temp files). A key cannot also be the "directory" of
+      other keys on posix (``a`` and ``a/b``). Memory and posix raise
+      ``ValueError`` for a key they cannot store: it is a programming error.
     * ``put`` is atomic: a reader sees the whole new object or the previous
       state, never a partial object, even if the writer dies mid-stream. It
       returns only once the object is durable (fsynced file and directory;
       S3 acknowledged the PUT / CompleteMultipartUpload). ``chunks`` is
       consumed once, streaming: drivers buffer at most one part in memory.
+      An exception raised by ``chunks`` itself reaches the caller unchanged
+      (not translated), and leaves no object and no temp file behind.
     * ``put(..., if_absent=True)`` creates the object only if no object exists
       at ``key``; otherwise raises ``ObjectExists`` and leaves the existing
-      object untouched. Two racing writers: exactly one wins.
+      object untouched. Two racing writers: exactly one wins. (On S3 this
+      relies on the store honouring ``If-None-Match: *``; AWS and SeaweedFS do.)
     * ``get`` raises ``ObjectNotFound`` only when the store confirmed the key is
       absent. A missing bucket raises ``BucketNotFound``, bad credentials
       ``AccessDenied``, a network failure ``StorageUnreachable``; never
       ``ObjectNotFound`` for those (restore_command depends on this).
       The error for a missing key is raised by the call itself, before any
       chunk is consumed. The returned iterator yields the object's bytes in
-      bounded chunks; closing it early releases the connection.
-    * ``head`` returns ``None`` for an absent key (same rule as ``get``).
+      chunks of at most 1 MiB and has a ``close()`` method; closing it early
+      (or before the first chunk) releases the file or connection.
+    * ``head`` returns ``None`` for an absent key (same rule as ``get``: a
+      missing bucket raises ``BucketNotFound``, never ``None``).
     * ``list`` yields every object whose key starts with ``prefix`` in
-      lexicographic key order; a missing bucket raises ``BucketNotFound``.
+      lexicographic key order (Python ``str`` order: ``a-b`` < ``a/b`` < ``a0``);
+      a missing bucket raises ``BucketNotFound``, from the call itself.
     * ``delete`` removes the keys; already-absent keys are not an error.
     * Transient failures (throttling, 5xx, connection resets) are retried with
       backoff inside the driver before an error is raised.

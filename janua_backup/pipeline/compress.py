@@ -1,0 +1,191 @@
+"""The codecs: none, gzip and zstd, as incremental compressors and bounded decompressors.
+
+Owns codec names, levels and the streaming calls; it knows nothing of frames,
+keys or storage. Decompression never produces more than ``OUTPUT_PIECE_BYTES``
+at a time, so a zip bomb or a 1 GiB file of zeros costs ~1 MiB of memory.
+``zstandard`` is imported only when the zstd codec is used, to keep the start
+of short-lived commands fast.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from typing import IO, TYPE_CHECKING, Protocol, cast
+
+from janua_backup.errors import ConfigError, IntegrityError
+from janua_backup.pipeline.header import CODECS, FRAME_PAYLOAD_BYTES
+
+if TYPE_CHECKING:
+    import zstandard
+
+__all__ = [
+    "DEFAULT_LEVELS",
+    "LEVEL_RANGES",
+    "OUTPUT_PIECE_BYTES",
+    "ZSTD_MAX_WINDOW_BYTES",
+    "Compressor",
+    "check_codec",
+    "decompress",
+    "new_compressor",
+]
+
+OUTPUT_PIECE_BYTES = 1 << 20
+DEFAULT_LEVELS: dict[str, int] = {"gzip": 6, "zstd": 3}
+LEVEL_RANGES: dict[str, tuple[int, int]] = {"gzip": (1, 9), "zstd": (1, 19)}
+ZSTD_MAX_WINDOW_BYTES = 1 << 23
+"""Levels 1-19 use windows of at most 8 MiB; refusing larger ones bounds a reader's memory."""
+_GZIP_WBITS = 31  # 16 + 15: a real gzip member (RFC 1952), not a bare zlib stream
+
+
+class Compressor(Protocol):
+    """An incremental compressor: feed pieces, then flush once at the end."""
+
+    def compress(self, data: bytes | memoryview, /) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+
+class _Identity:
+    """The codec "none": the plaintext itself is the codec output."""
+
+    __slots__ = ()
+
+    def compress(self, data: bytes | memoryview, /) -> bytes:
+        return bytes(data)
+
+    def flush(self) -> bytes:
+        return b""
+
+
+def check_codec(codec: str, level: int | None) -> int | None:
+    """Validate a codec and level from the configuration; return the level to use."""
+    if codec not in CODECS:
+        raise ConfigError(
+            f"unknown compression codec {codec!r}; use one of {', '.join(sorted(CODECS))}"
+        )
+    if codec == "none":
+        if level is not None:
+            raise ConfigError("compression codec 'none' takes no level; remove the level")
+        return None
+    low, high = LEVEL_RANGES[codec]
+    if level is None:
+        return DEFAULT_LEVELS[codec]
+    if isinstance(level, bool) or not isinstance(level, int) or not low <= level <= high:
+        raise ConfigError(f"{codec} compression level must be between {low} and {high}")
+    return level
+
+
+def new_compressor(codec: str, level: int | None = None) -> Compressor:
+    """A fresh compressor for one object (compressor objects are not thread-safe)."""
+    resolved = check_codec(codec, level)
+    if resolved is None:
+        return _Identity()
+    if codec == "gzip":
+        return zlib.compressobj(resolved, zlib.DEFLATED, _GZIP_WBITS)
+    import zstandard
+
+    # A new ZstdCompressor each time: sharing one between threads crashes.
+    return cast(Compressor, zstandard.ZstdCompressor(level=resolved).compressobj())
+
+
+def decompress(codec: str, payloads: Iterator[bytes]) -> Iterator[bytes]:
+    """Decode a codec stream given in pieces; yield plaintext pieces of at most 1 MiB.
+
+    Codec errors become IntegrityError. Data after the end of the compressed
+    stream is an error too: the writer never puts anything there.
+    """
+    if codec == "gzip":
+        return _gunzip(payloads)
+    if codec == "zstd":
+        return _unzstd(payloads)
+    if codec == "none":
+        return _split(payloads)
+    raise ConfigError(f"unknown compression codec {codec!r}")
+
+
+def _split(payloads: Iterator[bytes]) -> Iterator[bytes]:
+    for payload in payloads:
+        for start in range(0, len(payload), OUTPUT_PIECE_BYTES):
+            yield payload[start : start + OUTPUT_PIECE_BYTES]
+
+
+def _gunzip(payloads: Iterator[bytes]) -> Iterator[bytes]:
+    inflater = zlib.decompressobj(_GZIP_WBITS)
+    for payload in payloads:
+        if inflater.eof and payload:
+            raise IntegrityError("the object holds data after the end of its gzip stream")
+        data = payload
+        while True:
+            # max_length bounds each output; the rest of the input waits in
+            # unconsumed_tail. A full output may hide more pending output, so
+            # only a short one with no input left ends the loop.
+            out = _inflate(inflater, data)
+            data = inflater.unconsumed_tail
+            if out:
+                yield out
+            if not data and len(out) < OUTPUT_PIECE_BYTES:
+                break
+        if inflater.unused_data:
+            raise IntegrityError("the object holds data after the end of its gzip stream")
+    if not inflater.eof:
+        raise IntegrityError("the object's gzip stream ends early: the object is truncated")
+
+
+def _inflate(inflater: zlib._Decompress, data: bytes) -> bytes:
+    try:
+        return inflater.decompress(data, OUTPUT_PIECE_BYTES)
+    except zlib.error as exc:
+        raise IntegrityError(f"the object's gzip stream is damaged: {exc}") from exc
+
+
+class _PayloadSource:
+    """A read()-able view of the payload iterator, as zstd's stream_reader wants."""
+
+    __slots__ = ("_current", "_payloads", "_position")
+
+    def __init__(self, payloads: Iterator[bytes]) -> None:
+        self._payloads = payloads
+        self._current = b""
+        self._position = 0
+
+    def read(self, size: int = -1) -> bytes:
+        while self._position >= len(self._current):
+            following = next(self._payloads, None)
+            if following is None:
+                return b""
+            self._current, self._position = following, 0
+        if self._position == 0 and (size < 0 or size >= len(self._current)):
+            piece = self._current  # the common case: hand over a whole payload, no copy
+        else:
+            end = len(self._current) if size < 0 else self._position + size
+            piece = self._current[self._position : end]
+        self._position += len(piece)
+        return piece
+
+
+def _unzstd(payloads: Iterator[bytes]) -> Iterator[bytes]:
+    import zstandard
+
+    source = _PayloadSource(payloads)
+    # stream_reader is zstandard's only API whose output per call is bounded:
+    # decompressobj() returns everything a piece of input expands to.
+    reader = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW_BYTES).stream_reader(
+        cast(IO[bytes], source),
+        read_size=FRAME_PAYLOAD_BYTES,
+        read_across_frames=False,
+        closefd=False,
+    )
+    while out := _read_zstd(reader):
+        yield out
+    if source.read():
+        raise IntegrityError("the object holds data after the end of its zstd stream")
+
+
+def _read_zstd(reader: zstandard.ZstdDecompressionReader) -> bytes:
+    import zstandard
+
+    try:
+        return reader.read(OUTPUT_PIECE_BYTES)
+    except zstandard.ZstdError as exc:
+        raise IntegrityError(f"the object's zstd stream is damaged: {exc}") from exc

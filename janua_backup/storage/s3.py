@@ -1,0 +1,484 @@
+"""A ``Storage`` on S3 or an S3-compatible store (SeaweedFS, MinIO, Ceph...).
+
+Must not import: ``janua_backup.pg``, ``janua_backup.pipeline``,
+``janua_backup.repository``. boto3 and botocore are imported here only, and
+lazily: importing this module costs nothing, the client is built on first use
+(``wal-push`` runs once per segment, and start-up time is archive latency).
+
+Every botocore exception becomes a ``StorageError``. Retries come in two
+layers: botocore's (``max_attempts`` per request), and around it a loop with
+exponential backoff and jitter, so a throttled or briefly unreachable store
+makes ``archive_command`` wait instead of failing fast. An operation gives up
+after about ``retry_deadline_s`` plus one botocore round.
+
+Choices a reader may wonder about:
+
+* ``head`` and ``put`` confirm the bucket exists (``HeadBucket``, cached for a
+  few minutes): a ``HEAD`` on a missing bucket is a bare 404 like a missing
+  key, and some stores (SeaweedFS) create a missing bucket on the first PUT,
+  which would archive WAL into a typo. So the credentials need
+  ``s3:ListBucket`` as well as get/put/delete/abort-multipart on objects.
+* ``if_absent`` sends ``If-None-Match: *`` on the PUT or on
+  CompleteMultipartUpload. Stores that ignore the header overwrite silently;
+  nothing client-side can make that race-free. A conditional put retried after
+  a lost response may report ``ObjectExists`` for its own first attempt;
+  callers that care compare content (the WAL archive does).
+* ``list`` buffers and sorts one listing: the contract promises lexicographic
+  order, and SeaweedFS returns keys in directory order (``a/b`` before
+  ``a-b``). That costs roughly 200 bytes per key.
+* Flexible checksums (CRC32 headers, botocore >= 1.36) are sent only when an
+  operation requires them: many S3-compatible stores reject them, and the
+  pipeline already verifies size and sha256 end to end.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC
+from typing import TYPE_CHECKING, TypeVar
+
+from janua_backup.errors import (
+    AccessDenied,
+    BucketNotFound,
+    ConfigError,
+    ObjectExists,
+    ObjectNotFound,
+    StorageError,
+    StorageUnreachable,
+)
+from janua_backup.storage.base import ObjectInfo
+
+if TYPE_CHECKING:
+    from botocore.response import StreamingBody
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import (
+        CompletedPartTypeDef,
+        CompleteMultipartUploadRequestTypeDef,
+        ListObjectsV2RequestTypeDef,
+        ObjectIdentifierTypeDef,
+        PutObjectRequestTypeDef,
+    )
+
+__all__ = ["S3Location", "S3Storage"]
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+_MIB = 1024 * 1024
+_CHUNK_BYTES = _MIB
+_MIN_PART_BYTES = 5 * _MIB  # S3's minimum for every part but the last
+_MAX_PART_BYTES = 5 * 1024 * _MIB
+_DELETE_BATCH = 1000  # DeleteObjects' limit
+_BUCKET_CHECK_TTL_S = 300.0
+_MAX_RETRY_DELAY_S = 8.0
+_THROTTLED = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestThrottled", "TooManyRequests",
+     "RequestTimeout", "InternalError", "ServiceUnavailable"}
+)  # fmt: skip
+_DENIED = frozenset(
+    {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
+     "InvalidToken", "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem", "403"}
+)  # fmt: skip
+_CONDITION_FAILED = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412"})
+_BARE_NOT_FOUND = frozenset({"404", "NotFound"})
+
+
+@dataclass(frozen=True, slots=True)
+class S3Location:
+    """Where the repository lives on S3, and how patiently to talk to it."""
+
+    bucket: str
+    prefix: str  # "" or "some/prefix" (no leading/trailing slash); keys live at prefix + "/" + key
+    endpoint_url: str | None  # None: AWS, from the region
+    region: str | None
+    access_key_id: str | None  # None (with the secret): botocore's default credential chain
+    secret_access_key: str | None = field(repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    path_style: bool = True
+    verify_tls: bool | str = True  # or a CA bundle path
+    max_attempts: int = 6  # botocore's attempts per request
+    part_size_bytes: int = 16 * _MIB
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 60.0
+    retry_deadline_s: float = 30.0  # no new retry round starts after this
+    retry_base_delay_s: float = 0.5  # first backoff; doubles each round, capped at 8 s
+    max_pool_connections: int = 16  # parallel transfers share one client
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.bucket:
+            problems.append("the bucket name is empty")
+        if self.prefix.startswith("/") or self.prefix.endswith("/"):
+            problems.append(f"prefix {self.prefix!r} must not start or end with '/'")
+        if not _MIN_PART_BYTES <= self.part_size_bytes <= _MAX_PART_BYTES:
+            problems.append("part_size_bytes must be between 5 MiB and 5 GiB (S3's part limits)")
+        if self.max_attempts < 1 or self.max_pool_connections < 1:
+            problems.append("max_attempts and max_pool_connections must be at least 1")
+        if min(self.connect_timeout_s, self.read_timeout_s, self.retry_base_delay_s) <= 0:
+            problems.append("timeouts and retry_base_delay_s must be positive")
+        if self.retry_deadline_s < 0:
+            problems.append("retry_deadline_s must not be negative")
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            problems.append("access_key_id and secret_access_key must be set together")
+        if problems:
+            details = "; ".join(problems)
+            raise ConfigError(f"invalid S3 settings for bucket {self.bucket!r}: {details}")
+
+
+class S3Storage:
+    """Objects at ``s3://bucket/prefix/<key>``; thread-safe (one boto3 client, shared)."""
+
+    def __init__(self, settings: S3Location) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._client_or_none: S3Client | None = None
+        self._bucket_seen_at: float | None = None
+
+    def describe(self) -> str:
+        s = self.settings
+        return f"s3://{s.bucket}/{s.prefix}" if s.prefix else f"s3://{s.bucket}"
+
+    def close(self) -> None:
+        """Release pooled connections (tests do; a command may simply exit)."""
+        with self._lock:
+            client, self._client_or_none = self._client_or_none, None
+        if client is not None:
+            client.close()
+
+    def put(self, key: str, chunks: Iterable[bytes], *, if_absent: bool = False) -> None:
+        self._require_bucket()
+        parts = _parts(chunks, self.settings.part_size_bytes)
+        first = next(parts)
+        if first[1]:  # the whole object fits in one part: a single PUT
+            request: PutObjectRequestTypeDef = {
+                "Bucket": self.settings.bucket, "Key": self._full(key), "Body": first[0]
+            }  # fmt: skip
+            if if_absent:
+                request["IfNoneMatch"] = "*"
+            self._call("put", key, lambda c: c.put_object(**request))
+            return
+        if if_absent and self.head(key) is not None:
+            # Cheap refusal before uploading parts the store would refuse anyway.
+            raise ObjectExists(f"{self.describe()}/{key} already exists")
+        stream = _prepend(first, parts)
+        del first  # the generator now holds the only reference: one part in memory
+        self._put_multipart(key, stream, if_absent)
+
+    def get(self, key: str) -> Iterator[bytes]:
+        full, bucket = self._full(key), self.settings.bucket
+        # GetObject, not HeadObject: its error body tells NoSuchKey from NoSuchBucket.
+        response = self._call("get", key, lambda c: c.get_object(Bucket=bucket, Key=full))
+        return _BodyChunks(response["Body"], f"{self.describe()}/{key}")
+
+    def head(self, key: str) -> ObjectInfo | None:
+        full, bucket = self._full(key), self.settings.bucket
+        try:
+            meta = self._call("head", key, lambda c: c.head_object(Bucket=bucket, Key=full))
+        except ObjectNotFound:  # raised only once the bucket is known to exist
+            return None
+        return ObjectInfo(key, meta["ContentLength"], meta["LastModified"].astimezone(UTC))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        strip = len(self._full(""))
+        request: ListObjectsV2RequestTypeDef = {
+            "Bucket": self.settings.bucket, "Prefix": self._full(prefix)
+        }  # fmt: skip
+        found: list[ObjectInfo] = []
+        while True:
+            page = self._call("list", None, lambda c: c.list_objects_v2(**request))
+            found.extend(
+                ObjectInfo(obj["Key"][strip:], obj["Size"], obj["LastModified"].astimezone(UTC))
+                for obj in page.get("Contents", [])
+            )
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                break
+            request["ContinuationToken"] = token
+        found.sort(key=lambda info: info.key)
+        return iter(found)
+
+    def delete(self, keys: Iterable[str]) -> None:
+        batch: list[ObjectIdentifierTypeDef] = []
+        for key in keys:
+            batch.append({"Key": self._full(key)})
+            if len(batch) == _DELETE_BATCH:
+                self._delete_batch(batch)
+                batch = []
+        if batch:
+            self._delete_batch(batch)
+
+    # -- internals ---------------------------------------------------------
+
+    def _full(self, key: str) -> str:
+        prefix = self.settings.prefix
+        return f"{prefix}/{key}" if prefix else key
+
+    def _client(self) -> S3Client:
+        with self._lock:
+            if self._client_or_none is None:
+                try:
+                    self._client_or_none = self._new_client()
+                except ValueError as exc:  # botocore's bad endpoint or region errors too
+                    where = self.describe()
+                    raise ConfigError(f"cannot use the S3 settings for {where}: {exc}") from exc
+            return self._client_or_none
+
+    def _new_client(self) -> S3Client:
+        import boto3.session
+        from botocore.config import Config
+
+        s = self.settings
+        config = Config(
+            connect_timeout=s.connect_timeout_s,
+            read_timeout=s.read_timeout_s,
+            retries={"mode": "standard", "max_attempts": s.max_attempts},
+            s3={"addressing_style": "path" if s.path_style else "auto"},
+            max_pool_connections=s.max_pool_connections,
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            user_agent_extra="janua-backup",
+        )
+        session = boto3.session.Session(
+            aws_access_key_id=s.access_key_id,
+            aws_secret_access_key=s.secret_access_key,
+            aws_session_token=s.session_token,
+            region_name=s.region,
+        )
+        return session.client("s3", endpoint_url=s.endpoint_url, verify=s.verify_tls, config=config)
+
+    def _call(self, op: str, key: str | None, request: Callable[[S3Client], _T]) -> _T:
+        """Run ``request`` with our retry loop; translate what finally fails.
+
+        ``key`` names the object in messages; ``None`` marks a bucket-level call.
+        """
+        from botocore import exceptions as bce
+
+        client = self._client()
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                return request(client)
+            except (bce.BotoCoreError, bce.ClientError) as exc:
+                cap = min(_MAX_RETRY_DELAY_S, self.settings.retry_base_delay_s * 2**attempt)
+                delay = cap / 2 + random.uniform(0, cap / 2)
+                elapsed = time.monotonic() - started
+                if not _retryable(exc) or elapsed + delay > self.settings.retry_deadline_s:
+                    raise self._translate(exc, op, key, elapsed) from exc
+                log.warning(
+                    "s3 retry op=%s key=%s attempt=%d delay_s=%.1f error=%s",
+                    *(op, key, attempt + 1, delay, exc),
+                )
+            time.sleep(delay)
+            attempt += 1
+
+    def _translate(
+        self, exc: Exception, op: str, key: str | None, elapsed_s: float
+    ) -> StorageError:
+        from botocore import exceptions as bce
+
+        s, where = self.settings, self.describe() + (f"/{key}" if key else "")
+        endpoint = s.endpoint_url or "the AWS S3 endpoint"
+        if isinstance(exc, bce.ClientError):
+            code, status, message = _details(exc)
+            if code == "NoSuchBucket" or (key is None and code in _BARE_NOT_FOUND):
+                return BucketNotFound(
+                    f"bucket {s.bucket!r} does not exist at {endpoint}; "
+                    "create it or fix repository.url"
+                )
+            if code in _BARE_NOT_FOUND:
+                self._require_bucket()  # a bare 404 says nothing about the bucket
+            if code == "NoSuchKey" or code in _BARE_NOT_FOUND:
+                return ObjectNotFound(f"{where} does not exist")
+            if code in _CONDITION_FAILED or status == 412:
+                return ObjectExists(f"{where} already exists")
+            if code in _DENIED or status == 403:
+                return AccessDenied(
+                    f"{endpoint} refused the credentials for s3://{s.bucket} ({code}); check "
+                    "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or [s3] access_key_id/"
+                    "secret_access_key, and that they may read and write the bucket"
+                )
+            return StorageError(
+                f"S3 {op} of {where} failed after {elapsed_s:.0f}s: "
+                f"{code} (HTTP {status}) {message}"
+            )
+        if isinstance(exc, bce.NoCredentialsError | bce.PartialCredentialsError):
+            return AccessDenied(
+                "no S3 credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+                "or [s3] access_key_id/secret_access_key"
+            )
+        if isinstance(exc, bce.SSLError):
+            return StorageUnreachable(
+                f"TLS with {endpoint} failed ({exc}); check [s3] verify_tls and the CA bundle"
+            )
+        if isinstance(exc, bce.ConnectionError | bce.ReadTimeoutError | bce.ConnectionClosedError):
+            return StorageUnreachable(
+                f"cannot reach S3 endpoint {endpoint} (gave up after {elapsed_s:.0f}s): {exc}"
+            )
+        return StorageError(f"S3 {op} of {where} failed: {exc}")
+
+    def _require_bucket(self) -> None:
+        seen = self._bucket_seen_at
+        if seen is not None and time.monotonic() - seen < _BUCKET_CHECK_TTL_S:
+            return
+        bucket = self.settings.bucket
+        self._call("check", None, lambda c: c.head_bucket(Bucket=bucket))
+        self._bucket_seen_at = time.monotonic()
+
+    def _put_multipart(
+        self, key: str, parts: Iterator[tuple[bytes, bool]], if_absent: bool
+    ) -> None:
+        full, bucket = self._full(key), self.settings.bucket
+        created = self._call(
+            "put", key, lambda c: c.create_multipart_upload(Bucket=bucket, Key=full)
+        )
+        upload_id = created["UploadId"]
+        try:
+            done: list[CompletedPartTypeDef] = []
+            # No enumerate(): its cached result tuple would keep the previous
+            # part alive while the next one is read.
+            for body, _last in parts:
+                done.append(self._upload_part(key, upload_id, len(done) + 1, body))
+                del body  # before the next part is read: one part in memory
+            request: CompleteMultipartUploadRequestTypeDef = {
+                "Bucket": bucket, "Key": full, "UploadId": upload_id,
+                "MultipartUpload": {"Parts": done},
+            }  # fmt: skip
+            if if_absent:
+                request["IfNoneMatch"] = "*"
+            self._call("put", key, lambda c: c.complete_multipart_upload(**request))
+        except BaseException:
+            # Our failure or the caller's stream: either way, no parts left billed.
+            self._abort(full, upload_id)
+            raise
+
+    def _upload_part(
+        self, key: str, upload_id: str, number: int, body: bytes
+    ) -> CompletedPartTypeDef:
+        full, bucket = self._full(key), self.settings.bucket
+        uploaded = self._call("put", key, lambda c: c.upload_part(
+            Bucket=bucket, Key=full, UploadId=upload_id, PartNumber=number, Body=body))  # fmt: skip
+        return {"PartNumber": number, "ETag": uploaded["ETag"]}
+
+    def _abort(self, full: str, upload_id: str) -> None:
+        from botocore import exceptions as bce
+
+        try:
+            self._client().abort_multipart_upload(
+                Bucket=self.settings.bucket, Key=full, UploadId=upload_id
+            )
+        except (bce.BotoCoreError, bce.ClientError) as exc:
+            log.warning(
+                "s3 abort failed key=%s upload_id=%s error=%s "
+                "(a lifecycle rule for incomplete multipart uploads will clean it up)",
+                full, upload_id, exc,
+            )  # fmt: skip
+
+    def _delete_batch(self, batch: Sequence[ObjectIdentifierTypeDef]) -> None:
+        bucket = self.settings.bucket
+        response = self._call("delete", None, lambda c: c.delete_objects(
+            Bucket=bucket, Delete={"Objects": batch, "Quiet": True}))  # fmt: skip
+        errors = response.get("Errors", [])
+        if errors:
+            first = errors[0]
+            cls = AccessDenied if first.get("Code") in _DENIED else StorageError
+            raise cls(
+                f"could not delete {len(errors)} objects from {self.describe()}, e.g. "
+                f"{first.get('Key')}: {first.get('Code')} {first.get('Message')}"
+            )
+
+
+class _BodyChunks(Iterator[bytes]):
+    """Streams a GetObject body in 1 MiB chunks; closing it releases the connection.
+
+    A class, not a generator, so that ``close()`` works before the first chunk
+    too, and read errors mid-stream become ``StorageError``.
+    """
+
+    def __init__(self, body: StreamingBody, where: str) -> None:
+        self._body = body
+        self._chunks = body.iter_chunks(_CHUNK_BYTES)
+        self._where = where
+        self._closed = False
+
+    def __next__(self) -> bytes:
+        from botocore import exceptions as bce
+
+        if self._closed:
+            raise StopIteration
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            self.close()
+            raise
+        except (bce.BotoCoreError, OSError) as exc:
+            self.close()
+            raise StorageError(f"reading {self._where} failed mid-stream: {exc}") from exc
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._body.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def _parts(chunks: Iterable[bytes], size: int) -> Iterator[tuple[bytes, bool]]:
+    """Regroup ``chunks`` into ``(part, is_last)`` of ``size`` bytes (the last may be shorter).
+
+    A full part is handed out only once a byte beyond it has arrived, so the
+    first part tells ``put`` whether a single PUT suffices. While the caller
+    uploads a part, nothing else is buffered: the buffer is emptied before the
+    yield and refilled after. Each byte is copied twice (into the buffer, into
+    the part), whatever the chunk sizes. An empty stream is one empty last part.
+    """
+    buffer = bytearray()
+    for chunk in chunks:
+        with memoryview(chunk) as view:
+            offset = 0
+            while offset < len(view):
+                if len(buffer) == size:
+                    part = bytes(buffer)
+                    buffer = bytearray()
+                    yield part, False
+                    del part
+                take = min(size - len(buffer), len(view) - offset)
+                buffer += view[offset : offset + take]
+                offset += take
+    last = bytes(buffer)
+    del buffer
+    yield last, True
+
+
+def _prepend(head: _T, rest: Iterator[_T]) -> Iterator[_T]:
+    # Not itertools.chain: its argument tuple would keep the first part alive
+    # until the last one is uploaded.
+    yield head
+    del head
+    yield from rest
+
+
+def _details(exc: Exception) -> tuple[str, int, str]:
+    from botocore.exceptions import ClientError
+
+    if not isinstance(exc, ClientError):
+        return "", 0, ""
+    error = exc.response.get("Error", {})
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return str(error.get("Code", "")), int(status), str(error.get("Message", ""))
+
+
+def _retryable(exc: Exception) -> bool:
+    from botocore import exceptions as bce
+
+    if isinstance(exc, bce.ClientError):
+        code, status, _ = _details(exc)
+        return status >= 500 or status == 429 or code in _THROTTLED
+    transient = bce.EndpointConnectionError | bce.ConnectTimeoutError | bce.ReadTimeoutError
+    return isinstance(exc, transient | bce.ConnectionClosedError)
