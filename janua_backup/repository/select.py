@@ -45,7 +45,9 @@ def describe_windows(windows: Sequence[Window]) -> str:
 
 
 def _iso(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else "?"
+    if value is None:
+        return "?"
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if value.microsecond else "%Y-%m-%dT%H:%M:%SZ")
 
 
 def choose(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from janua_backup.pg.wal import Lsn, TimelineHistory, WalFileKind, WalSegment, classify
 from janua_backup.repository import wal_archive
@@ -128,7 +128,7 @@ def compute(
         earliest_lsn=manifest.stop_lsn,
         earliest_time=manifest.stop_time,
         latest_lsn=Lsn(segno * size),
-        latest_time=max(last.modified, manifest.stop_time),
+        latest_time=max(_archived_by(last.modified), manifest.stop_time),
         timeline=last_tli,
         first_segment=first,
         last_segment=last.name,
@@ -152,3 +152,13 @@ def load_index(repo: Repo, segment_size: int) -> WalIndex:
             text = wal_archive.read(repo, wal.name).decode("utf-8", "replace")
             histories[tli] = TimelineHistory.parse(text)
     return WalIndex.build(archived, histories, segment_size)
+
+
+def _archived_by(modified: datetime) -> datetime:
+    """S3 keeps Last-Modified to the second (truncated): a commit at 12:00:05.7
+    can sit in a segment stamped 12:00:05. Round up so such a commit is inside
+    the window; a target past the real end still fails loudly in PostgreSQL
+    ("recovery ended before configured recovery target was reached")."""
+    if modified.microsecond == 0:
+        return modified + timedelta(seconds=1)
+    return modified
