@@ -207,10 +207,14 @@ class ProgressMeter:
             self._last = now
             rate = self.done / max(now - self._start, 1e-6)
             eta = (self.total - self.done) / rate if rate and self.total > self.done else 0
-            sys.stderr.write(
-                f"\r{self.label}: {_size(self.done)} / {_size(self.total)} "
-                f"({_size(int(rate))}/s, ETA {eta:.0f}s)   "
-            )
+            if self.total:
+                text = (
+                    f"{_size(self.done)} / {_size(self.total)} "
+                    f"({_size(int(rate))}/s, ETA {eta:.0f}s)"
+                )
+            else:  # a backup does not know its size up front
+                text = f"{_size(self.done)} ({_size(int(rate))}/s)"
+            sys.stderr.write(f"\r{self.label}: {text}   ")
             sys.stderr.flush()
 
     def close(self) -> None:

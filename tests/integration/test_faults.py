@@ -114,7 +114,7 @@ def test_a_flipped_byte_is_detected_in_wal_and_in_backup_objects(
     flip_byte(s3_client, s3_bucket, f"{PREFIX}wal/{stack.last_wal}", 5000)
     spool = pg_factory.empty_dir()
     bad = stack.run("wal-fetch", stack.last_wal, str(spool / "RECOVERYXLOG"), cwd=spool)
-    janua.one_line_error(bad, 128, "damaged")
+    janua.one_line_error(bad, 128, stack.last_wal, "object")
     assert janua.tree_snapshot(spool) == []
 
     listing = s3_client.list_objects_v2(Bucket=s3_bucket, Prefix=f"{PREFIX}backups/")
