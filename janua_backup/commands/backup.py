@@ -75,6 +75,12 @@ def run(settings: Settings, progress: Progress | None = None) -> BackupResult:
             )
             stop = session.stop(wait_for_archive=True, timeout_s=settings.backup.archive_timeout_s)
             _wait_archived(repo, stop, facts.wal_segment_size, settings.backup.archive_timeout_s)
+        except OSError as exc:
+            # A read error in PGDATA (EIO, a file turned unreadable): one sentence.
+            session.abort()
+            _discard(repo, backup_id)
+            where = f" {exc.filename}" if exc.filename else ""
+            raise BackupError(f"cannot read{where}: {exc.strerror or exc}") from exc
         except BaseException:
             session.abort()
             _discard(repo, backup_id)

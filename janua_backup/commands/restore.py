@@ -21,7 +21,7 @@ from pathlib import Path
 
 from janua_backup.commands.common import jobs, open_repo
 from janua_backup.config import Settings
-from janua_backup.errors import InputError
+from janua_backup.errors import InputError, RestoreError
 from janua_backup.localfs import atomic_write
 from janua_backup.pg import recovery
 from janua_backup.pg.wal import WalSegment
@@ -107,7 +107,10 @@ def execute(
     started = time.monotonic()
     repo = open_repo(settings)
     manifest = choice.manifest
-    created = _create_root(request.pgdata)
+    try:
+        created = _create_root(request.pgdata)
+    except OSError as exc:
+        raise RestoreError(f"cannot create {request.pgdata}: {exc.strerror}") from exc
     chown = os.geteuid() == 0
     try:
         _make_tree(request.pgdata, manifest, chown=chown)
@@ -116,6 +119,14 @@ def execute(
             repo, manifest, placement, jobs=jobs(settings), progress=progress
         )
         files = _write_recovery(settings, request, manifest, chown=chown)
+    except OSError as exc:
+        # A full disk or a lost mount mid-restore: one sentence, not a traceback.
+        _undo(request.pgdata, manifest, created)
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise RestoreError(
+            f"restore into {request.pgdata} failed{where}: {exc.strerror or exc}; "
+            "what was written has been removed"
+        ) from exc
     except BaseException:
         _undo(request.pgdata, manifest, created)
         raise

@@ -61,8 +61,11 @@ class LowLevelBackup:
         PostgreSQL waits for the archiver without limit; ``timeout_s`` bounds
         the wait with statement_timeout (0: no bound).
         """
-        query_one(self._conn, "SELECT set_config('statement_timeout', %s, false)",
-                  (str(int(timeout_s * 1000)),))
+        query_one(
+            self._conn,
+            "SELECT set_config('statement_timeout', %s, false)",
+            (str(int(timeout_s * 1000)),),
+        )
         if self._v15:
             sql = "SELECT lsn::text, labelfile, spcmapfile, now() FROM pg_backup_stop(%s)"
         else:

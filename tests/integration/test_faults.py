@@ -168,6 +168,10 @@ def test_bad_targets_and_a_non_empty_directory_are_refused_untouched(
         janua.one_line_error(done, code, needle)
         assert janua.tree_snapshot(target) == ["<absent>"], args
 
+    # A directory that cannot be created: one sentence, not a traceback.
+    done = stack.run("restore", "--pgdata", "/proc/janua-cannot-create-this")
+    janua.one_line_error(done, 32, "cannot create")
+
     occupied = pg_factory.empty_dir()
     (occupied / "PG_VERSION").write_text("15\n")
     before = janua.tree_snapshot(occupied)
