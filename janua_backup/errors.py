@@ -29,6 +29,9 @@ code  class                       meaning
 30    PostgresError               PostgreSQL refused or could not be reached
 31    BackupError                 a backup could not be completed
 32    RestoreError                a restore could not be completed
+40    VerifyFailed                a drill or repository check found a problem
+41    CheckFailed                 `check` found the setup broken (names the setting)
+42    LockHeld                    another backup or expire of this cluster is running
 128   (wal-fetch during recovery) storage failed: stop recovery, do not promote
 ====  ==========================  ==============================================
 """
@@ -119,6 +122,20 @@ class BackupError(JanuaError):
 
 class RestoreError(JanuaError):
     exit_code = 32
+
+
+class VerifyFailed(JanuaError):
+    """The drill or repository check ran and found the backups wanting; its report says why."""
+
+    exit_code = 40
+
+
+class CheckFailed(JanuaError):
+    exit_code = 41
+
+
+class LockHeld(JanuaError):
+    exit_code = 42
 
 
 WAL_FETCH_NOT_FOUND_EXIT = 1

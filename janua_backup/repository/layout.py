@@ -8,6 +8,9 @@
     wal/<segment>.<offset>.backup   backup history files
     backups/<id>/data/<n>           file contents: one big file or a bundle of small ones
     backups/<id>/manifest           written last: a backup without it does not exist
+    pins/<id>                       a pinned backup: retention never expires it
+    locks/<name>/<seq>              lock generations (locks.py); the highest is the holder
+    verify/<id>/<drill id>.json     drill reports, one per verify run of backup <id>
 
 Backup ids sort by time (``20261125T214300Z``), so listings come out in order.
 """
@@ -21,6 +24,11 @@ WAL_PREFIX = "wal/"
 BACKUPS_PREFIX = "backups/"
 MANIFEST_NAME = "manifest"
 FORMAT_VERSION = 1
+
+
+PINS_PREFIX = "pins/"
+LOCKS_PREFIX = "locks/"
+VERIFY_PREFIX = "verify/"
 
 
 def wal_key(name: str) -> str:
@@ -58,3 +66,24 @@ def backup_id_of(key: str) -> str | None:
 
 def new_backup_id(start: datetime) -> str:
     return start.strftime("%Y%m%dT%H%M%SZ")
+
+
+def pin_key(backup_id: str) -> str:
+    return PINS_PREFIX + backup_id
+
+
+def lock_prefix(name: str) -> str:
+    return f"{LOCKS_PREFIX}{name}/"
+
+
+def lock_key(name: str, seq: int) -> str:
+    """Zero-padded so listings sort by generation."""
+    return f"{lock_prefix(name)}{seq:012d}"
+
+
+def drill_prefix(backup_id: str) -> str:
+    return f"{VERIFY_PREFIX}{backup_id}/"
+
+
+def drill_key(backup_id: str, drill_id: str) -> str:
+    return f"{drill_prefix(backup_id)}{drill_id}.json"

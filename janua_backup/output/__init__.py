@@ -5,35 +5,16 @@ Only this module turns results into text; commands return dataclasses.
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
-from datetime import UTC, datetime
 from typing import Any
-
-import humanize
 
 from janua_backup.commands.backup import BackupResult
 from janua_backup.commands.info import InfoResult
 from janua_backup.commands.restore import RestorePlan, RestoreResult
+from janua_backup.output.format import age, emit_json, size, utc
 from janua_backup.repository.window import Window
-
-
-def _utc(value: datetime | None) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
-
-
-def _age(value: datetime) -> str:
-    return humanize.naturaltime(datetime.now(UTC) - value)
-
-
-def _size(value: int) -> str:
-    return humanize.naturalsize(value, binary=True)
-
-
-def emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 def window_json(w: Window) -> dict[str, Any]:
@@ -71,12 +52,12 @@ def backup(result: BackupResult, as_json: bool) -> None:
         return
     rate = m.original_size_bytes / result.duration_s if result.duration_s else 0
     print(
-        f"backup {m.backup_id} complete: {_size(m.original_size_bytes)} in {len(m.files)} entries, "
-        f"stored {_size(m.stored_size_bytes)}, {result.duration_s:.1f}s ({_size(int(rate))}/s)"
+        f"backup {m.backup_id} complete: {size(m.original_size_bytes)} in {len(m.files)} entries, "
+        f"stored {size(m.stored_size_bytes)}, {result.duration_s:.1f}s ({size(int(rate))}/s)"
     )
     print(
         f"  WAL {m.start_lsn} .. {m.stop_lsn} on timeline {m.timeline}; restorable from "
-        f"{_utc(m.stop_time)}"
+        f"{utc(m.stop_time)}"
     )
     for removed in result.cleaned:
         print(f"  removed the leftovers of interrupted backup {removed}")
@@ -128,13 +109,13 @@ def info(result: InfoResult, as_json: bool) -> None:
     for b in result.backups:
         m, w = b.manifest, b.window
         span = (
-            f"{_utc(w.earliest_time)} .. {_utc(w.latest_time)}"
+            f"{utc(w.earliest_time)} .. {utc(w.latest_time)}"
             if w.restorable
             else f"NOT RESTORABLE: WAL {w.missing_segment} missing"
         )
         print(
-            f"{m.backup_id:<18} {_age(m.start_time):<22} {_size(m.original_size_bytes):>10} "
-            f"{_size(m.stored_size_bytes):>10}  {span}"
+            f"{m.backup_id:<18} {age(m.start_time):<22} {size(m.original_size_bytes):>10} "
+            f"{size(m.stored_size_bytes):>10}  {span}"
         )
         if w.restorable and w.missing_segment:
             print(f"{'':<18} gap in the archive at {w.missing_segment}: later WAL is unreachable")
@@ -150,9 +131,7 @@ def plan(p: RestorePlan, as_json: bool) -> None:
     print(f"  backup      {p.backup_id} (consistent at {p.backup_stop_time})", file=out)
     print(f"  target      {p.target}", file=out)
     print(f"  WAL needed  {p.first_wal} .. {p.last_wal or '?'} (timeline {p.timeline})", file=out)
-    print(
-        f"  to fetch    {_size(p.stored_bytes)} stored, {_size(p.fetch_bytes)} restored", file=out
-    )
+    print(f"  to fetch    {size(p.stored_bytes)} stored, {size(p.fetch_bytes)} restored", file=out)
     print(f"  into        {p.pgdata}", file=out)
 
 
@@ -175,7 +154,7 @@ def restore(result: RestoreResult, as_json: bool) -> None:
         )
         return
     print(
-        f"restored backup {p.backup_id} into {p.pgdata}: {_size(result.written_bytes)} "
+        f"restored backup {p.backup_id} into {p.pgdata}: {size(result.written_bytes)} "
         f"in {result.duration_s:.1f}s"
     )
     for path in result.files_written:
@@ -209,11 +188,10 @@ class ProgressMeter:
             eta = (self.total - self.done) / rate if rate and self.total > self.done else 0
             if self.total:
                 text = (
-                    f"{_size(self.done)} / {_size(self.total)} "
-                    f"({_size(int(rate))}/s, ETA {eta:.0f}s)"
+                    f"{size(self.done)} / {size(self.total)} ({size(int(rate))}/s, ETA {eta:.0f}s)"
                 )
             else:  # a backup does not know its size up front
-                text = f"{_size(self.done)} ({_size(int(rate))}/s)"
+                text = f"{size(self.done)} ({size(int(rate))}/s)"
             sys.stderr.write(f"\r{self.label}: {text}   ")
             sys.stderr.flush()
 

@@ -1,0 +1,120 @@
+"""The click group and what every command shares: settings, errors -> exit codes.
+
+Every ``JanuaError`` becomes one line on stderr and its exit code; no
+traceback for anything a user can cause. Commands are imported inside the
+click callbacks so ``wal-push``, which PostgreSQL runs once per segment, does
+not pay for psycopg or the output module.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from janua_backup import __version__, config, logs
+from janua_backup.config import Settings
+from janua_backup.errors import (
+    JanuaError,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Context:
+    config_path: str | None
+    overrides: dict[str, dict[str, object]] = field(default_factory=dict)
+    _settings: Settings | None = None
+
+    def settings(self, **more: dict[str, object]) -> Settings:
+        merged = {k: dict(v) for k, v in self.overrides.items()}
+        for section, values in more.items():
+            merged.setdefault(section, {}).update(values)
+        return config.load(self.config_path, os.environ, merged)
+
+
+def fail(error: JanuaError) -> NoReturn:
+    click.echo(f"janua-backup: error: {error.message}", err=True)
+    sys.exit(error.exit_code)
+
+
+class JanuaGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except JanuaError as error:
+            fail(error)
+        except KeyboardInterrupt:
+            click.echo("janua-backup: interrupted", err=True)
+            sys.exit(130)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+@click.group(cls=JanuaGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="janua-backup")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="TOML config file (default: $JANUA_BACKUP_CONFIG).",
+)
+@click.option("--repo", help="Repository URL: s3://bucket/prefix or file:///path.")
+@click.option("--s3-endpoint", help="S3 endpoint URL (MinIO, SeaweedFS, ...).")
+@click.option("--s3-region", help="S3 region.")
+@click.option("--pgdata", "global_pgdata", help="PostgreSQL data directory (backup, wal-push).")
+@click.option("--dsn", help="libpq connection string for backup.")
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+@click.option(
+    "--log-format", default="text", show_default=True, type=click.Choice(["text", "json"])
+)
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    config_path: str | None,
+    repo: str | None,
+    s3_endpoint: str | None,
+    s3_region: str | None,
+    global_pgdata: str | None,
+    dsn: str | None,
+    log_level: str,
+    log_format: str,
+) -> None:
+    """PostgreSQL base backups, WAL archiving and point-in-time recovery to S3 or a directory.
+
+    \b
+    PostgreSQL settings:
+      archive_mode = on
+      archive_command = 'janua-backup --config /etc/janua-backup.toml wal-push %p'
+    restore writes restore_command for you.
+    """
+    logs.setup(log_level, log_format)
+    ctx.obj = Context(
+        config_path,
+        {
+            "repository": {"url": repo},
+            "s3": {"endpoint": s3_endpoint, "region": s3_region},
+            "postgres": {"pgdata": global_pgdata, "dsn": dsn},
+        },
+    )
+
+
+def context() -> Context:
+    obj = click.get_current_context().find_object(Context)
+    assert obj is not None
+    return obj
+
+
+def main() -> None:
+    cli(prog_name="janua-backup")

@@ -1,0 +1,48 @@
+"""``backup``, ``list`` and ``info``."""
+
+from __future__ import annotations
+
+import click
+
+from janua_backup import config
+from janua_backup.cli.app import cli, context, json_option
+
+
+@cli.command()
+@click.option("--compression", type=click.Choice(config.CODECS), help="Override compression.codec.")
+@click.option("--level", type=int, help="Compression level (gzip 1-9, zstd 1-19).")
+@click.option("--jobs", type=int, help="Files compressed and uploaded at once (default: cores).")
+@json_option
+def backup(compression: str | None, level: int | None, jobs: int | None, as_json: bool) -> None:
+    """Take a full base backup of the running cluster."""
+    from janua_backup import output
+    from janua_backup.commands import backup as command
+
+    settings = config.with_compression(
+        context().settings(backup={"jobs": jobs}), compression, level
+    )
+    meter = output.ProgressMeter(0, "backup")
+    result = command.run(settings, progress=meter)
+    meter.close()
+    output.backup(result, as_json)
+
+
+@cli.command("list")
+@json_option
+def list_(as_json: bool) -> None:
+    """List backups with their sizes and recoverable windows."""
+    from janua_backup import output
+    from janua_backup.commands import info as command
+
+    output.info(command.run(context().settings()), as_json)
+
+
+@cli.command()
+@click.argument("backup_id", required=False)
+@json_option
+def info(backup_id: str | None, as_json: bool) -> None:
+    """Show the repository, its WAL and each backup's recoverable window."""
+    from janua_backup import output
+    from janua_backup.commands import info as command
+
+    output.info(command.run(context().settings(), backup_id), as_json)

@@ -1,0 +1,1 @@
+"""``check``: is this setup able to back up and archive, right now."""

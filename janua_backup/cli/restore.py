@@ -1,0 +1,88 @@
+"""``restore``: a backup into an empty directory, set up for point-in-time recovery."""
+
+from __future__ import annotations
+
+import click
+
+from janua_backup.cli.app import cli, context, json_option
+
+
+@cli.command()
+@click.option(
+    "--pgdata",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Empty or new directory to restore into.",
+)
+@click.option("--target-time", help="Recover to this time: ISO 8601 with Z or an offset.")
+@click.option("--timezone", help="Zone for a --target-time without offset, e.g. Europe/Paris.")
+@click.option("--target-lsn", help="Recover to this LSN, e.g. 0/3000060.")
+@click.option("--target-xid", help="Recover to this transaction id.")
+@click.option("--target-name", help="Recover to this restore point (pg_create_restore_point).")
+@click.option(
+    "--target",
+    "target_immediate",
+    type=click.Choice(["immediate"]),
+    help="'immediate': stop as soon as the backup is consistent.",
+)
+@click.option("--target-exclusive", is_flag=True, help="Stop just before the target, not after.")
+@click.option(
+    "--target-action",
+    default="promote",
+    show_default=True,
+    type=click.Choice(["promote", "pause", "shutdown"]),
+)
+@click.option("--target-timeline", help="'latest' (default), 'current' or a timeline number.")
+@click.option("--backup-id", help="Restore this backup instead of the best one for the target.")
+@click.option("--standby", is_flag=True, help="Write standby.signal (build a replica).")
+@click.option("--jobs", type=int, help="Objects fetched at once (default: cores).")
+@json_option
+def restore(
+    pgdata: str,
+    target_time: str | None,
+    timezone: str | None,
+    target_lsn: str | None,
+    target_xid: str | None,
+    target_name: str | None,
+    target_immediate: str | None,
+    target_exclusive: bool,
+    target_action: str,
+    target_timeline: str | None,
+    backup_id: str | None,
+    standby: bool,
+    jobs: int | None,
+    as_json: bool,
+) -> None:
+    """Restore a backup and set PostgreSQL up to replay WAL to a target.
+
+    Without a target, recovery replays to the end of the archived WAL.
+    Nothing is written if the directory is not empty or the target lies
+    outside the recoverable window.
+    """
+    from janua_backup import output
+    from janua_backup.commands import restore as command
+    from janua_backup.commands.restore_request import build_request
+
+    request = build_request(
+        pgdata=pgdata,
+        target_time=target_time,
+        timezone=timezone,
+        target_lsn=target_lsn,
+        target_xid=target_xid,
+        target_name=target_name,
+        immediate=bool(target_immediate),
+        exclusive=target_exclusive,
+        action=target_action,
+        timeline=target_timeline,
+        backup_id=backup_id,
+        standby=standby,
+    )
+    if request.target.time is not None and not as_json:
+        click.echo(f"target time resolves to {request.recovery_target.value} (UTC)", err=True)
+    settings = context().settings(backup={"jobs": jobs})
+    choice, plan = command.prepare(settings, request)
+    output.plan(plan, as_json)
+    meter = output.ProgressMeter(plan.fetch_bytes, "restore")
+    result = command.execute(settings, request, choice, plan, progress=meter)
+    meter.close()
+    output.restore(result, as_json)

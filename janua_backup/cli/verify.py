@@ -1,0 +1,1 @@
+"""``verify``: the restore drill, and ``verify --repo``, the repository check."""
