@@ -1,0 +1,508 @@
+"""The repository check: every stored object read back and every backup's WAL chain walked.
+
+No PostgreSQL, no writes: safe to run anywhere, nightly. Each object of a
+backup is read to its end through the pipeline (header, authentication and
+trailer verified) and compared with the manifest's sizes and SHA-256, and
+each file inside it is hashed as it streams by. For each backup the WAL is
+followed from its start on every timeline that descends from it, up to the
+newest segment archived on that path: the first gap (or a damaged segment)
+is what the backup can be restored up to. Every WAL segment a backup needs is
+read and verified too.
+
+A damaged, missing or undecryptable object is a ``Problem`` to report, never
+an exception; storage that cannot be reached (or refuses us) raises, because
+then the check itself could not run. At most ``jobs`` objects are read at
+once, each in ~1 MiB pieces, so memory stays bounded whatever the sizes.
+Must not import psycopg, commands or cli.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from janua_backup.errors import (
+    DecryptionError,
+    FormatError,
+    InputError,
+    IntegrityError,
+    ObjectNotFound,
+)
+from janua_backup.pg.wal import Lsn, TimelineHistory, WalFileKind, WalSegment, classify
+from janua_backup.pipeline.stream import Digest
+from janua_backup.repository import catalog, layout, wal_archive, window
+from janua_backup.repository.manifest import FileEntry, Manifest, StoredObject, from_json
+from janua_backup.repository.objects import Repo
+from janua_backup.repository.transfer import run_bounded
+from janua_backup.repository.wal_archive import ArchivedWal
+from janua_backup.repository.window import WalIndex, Window
+from janua_backup.storage.base import ObjectInfo, Storage
+
+_DAMAGE = (IntegrityError, FormatError)  # DecryptionError is an IntegrityError: caught first
+
+
+class ProblemKind(enum.StrEnum):
+    EMPTY_REPOSITORY = "empty_repository"
+    DAMAGED_MANIFEST = "damaged_manifest"
+    MISSING_OBJECT = "missing_object"
+    DAMAGED_OBJECT = "damaged_object"
+    UNDECRYPTABLE_OBJECT = "undecryptable_object"
+    FILE_MISMATCH = "file_mismatch"
+    WAL_GAP = "wal_gap"
+    NOT_RESTORABLE = "not_restorable"
+    DAMAGED_WAL = "damaged_wal"
+    MISSING_HISTORY = "missing_history"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    kind: ProblemKind
+    message: str  # one sentence for a person: what is wrong and what it costs
+    backup_id: str | None = None
+    key: str | None = None  # the storage key concerned (object, WAL segment, history)
+
+
+@dataclass(frozen=True, slots=True)
+class BackupCheck:
+    """One backup's verdict: are its objects intact, and how far can it be restored."""
+
+    backup_id: str
+    timeline: int
+    stop_time: datetime
+    objects_checked: int
+    objects_failed: int
+    bytes_read: int
+    restorable_to_time: datetime | None  # None: the WAL to reach consistency is missing
+    restorable_to_lsn: Lsn | None
+    restorable_to_timeline: int | None
+    last_segment: str | None
+    missing_segment: str | None  # the first gap before the newest archived WAL, if any
+
+    @property
+    def restorable(self) -> bool:
+        return self.objects_failed == 0 and self.restorable_to_lsn is not None
+
+
+@dataclass(frozen=True, slots=True)
+class RepoCheck:
+    backups: tuple[BackupCheck, ...]
+    objects_checked: int
+    bytes_read: int
+    wal_checked: int
+    problems: tuple[Problem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """The outcome of reading one object."""
+
+    backup_id: str | None
+    name: str
+    bytes_read: int
+    problems: tuple[Problem, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Path:
+    """The WAL a backup replays towards one timeline, as far as the archive goes."""
+
+    timeline: int
+    window: Window
+    needed: tuple[ArchivedWal, ...]  # what the walk found, from the backup's start on
+    gap: str | None  # first segment missing before the newest one on this path
+    beyond: int  # archived segments on the path after the gap: what the gap costs
+
+
+def check(repo: Repo, segment_size: int, *, jobs: int, backup_id: str | None = None) -> RepoCheck:
+    """Checks every committed backup (or only ``backup_id``) and the WAL they need."""
+    problems: list[Problem] = []
+    manifests = _manifests(repo, backup_id, problems)
+    if not manifests and backup_id is None and not problems:
+        problems.append(
+            Problem(
+                ProblemKind.EMPTY_REPOSITORY,
+                f"{repo.describe()} holds no backup: nothing could be restored from it; "
+                "run `janua-backup backup`",
+            )
+        )
+    index, archive_problems = _load_index(repo, segment_size)
+    problems += archive_problems
+    paths = {m.backup_id: _paths(m, index) for m in manifests}
+    needed = {w.name: w for ps in paths.values() for p in ps for w in p.needed}
+    tasks = [_object_task(repo, m, obj) for m in manifests for obj in _big_first(m.objects)]
+    tasks += [_wal_task(repo, wal, segment_size) for _, wal in sorted(needed.items())]
+    reads = run_bounded(tasks, lambda task: task(), jobs)
+    problems += [p for r in reads for p in r.problems]
+    damaged_wal = {r.name for r in reads if r.backup_id is None and r.problems}
+    if damaged_wal:  # a damaged segment is a gap: walk again without it
+        index = _without(index, damaged_wal)
+        paths = {m.backup_id: _paths(m, index) for m in manifests}
+    for m in manifests:
+        problems += _wal_problems(m, paths[m.backup_id], damaged_wal)
+    return RepoCheck(
+        backups=tuple(
+            _verdict(m, paths[m.backup_id], [r for r in reads if r.backup_id == m.backup_id])
+            for m in manifests
+        ),
+        objects_checked=sum(len(m.objects) for m in manifests),
+        bytes_read=sum(r.bytes_read for r in reads),
+        wal_checked=len(needed),
+        problems=tuple(_ordered(problems)),
+    )
+
+
+def _manifests(repo: Repo, backup_id: str | None, problems: list[Problem]) -> list[Manifest]:
+    ids = [backup_id] if backup_id is not None else catalog.backup_ids(repo)[0]
+    found = []
+    for wanted in ids:
+        key = layout.manifest_key(wanted)
+        try:
+            found.append(from_json(repo.get_bytes(key)))
+        except ObjectNotFound:
+            if backup_id is not None:
+                raise InputError(
+                    f"no backup {backup_id} in {repo.describe()}; "
+                    "`janua-backup list` shows the backups"
+                ) from None
+            continue  # expired while we listed
+        except (*_DAMAGE, InputError) as exc:  # InputError: an LSN that does not parse
+            problems.append(
+                Problem(
+                    ProblemKind.DAMAGED_MANIFEST,
+                    f"backup {wanted} cannot be restored: its manifest is unreadable ({exc})",
+                    wanted,
+                    key,
+                )
+            )
+    return found
+
+
+def _load_index(repo: Repo, segment_size: int) -> tuple[WalIndex, list[Problem]]:
+    """``window.load_index`` that reports a damaged history file instead of raising,
+    and a timeline with segments but no history file."""
+    archived: list[ArchivedWal] = []
+    histories: dict[int, TimelineHistory] = {}
+    listed: set[int] = set()  # timelines with a history file, readable or not
+    problems: list[Problem] = []
+    for wal in wal_archive.list_archived(repo):
+        try:
+            kind = classify(wal.name)
+        except InputError:
+            continue  # not a WAL file name: nothing recovery would ask for
+        archived.append(wal)
+        if kind is not WalFileKind.HISTORY:
+            continue
+        key, tli = layout.wal_key(wal.name), int(wal.name[:8], 16)
+        listed.add(tli)
+        try:
+            text = wal_archive.read(repo, wal.name).decode("utf-8", "replace")
+            histories[tli] = TimelineHistory.parse(text)
+        except ObjectNotFound:
+            continue
+        except (*_DAMAGE, DecryptionError) as exc:
+            problems.append(
+                Problem(
+                    ProblemKind.DAMAGED_WAL,
+                    f"timeline history {wal.name} is damaged ({exc}): recovery cannot "
+                    "follow the switch to that timeline",
+                    key=key,
+                )
+            )
+    index = WalIndex.build(archived, histories, segment_size)
+    problems += _missing_histories(index, listed, segment_size)
+    return index, problems
+
+
+def _missing_histories(index: WalIndex, listed: set[int], segment_size: int) -> list[Problem]:
+    first: dict[int, int] = {}
+    for tli, segno in index.segments:
+        first[tli] = min(segno, first.get(tli, segno))
+    problems = []
+    for tli in sorted(first):
+        if tli == 1 or tli in listed:
+            continue
+        name = f"{tli:08X}.history"
+        seg = WalSegment.from_number(tli, first[tli], segment_size).name
+        problems.append(
+            Problem(
+                ProblemKind.MISSING_HISTORY,
+                f"timeline {tli} has archived WAL (from {seg}) but no {name}: recovery "
+                f"cannot follow the switch to timeline {tli}; archive pg_wal/{name} of the "
+                "server that created it again with `janua-backup wal-push`",
+                key=layout.wal_key(name),
+            )
+        )
+    return problems
+
+
+def _without(index: WalIndex, names: set[str]) -> WalIndex:
+    kept = {k: w for k, w in index.segments.items() if w.name not in names}
+    return WalIndex(segments=kept, histories=index.histories, newest_segno=index.newest_segno)
+
+
+def _timelines(manifest: Manifest, index: WalIndex) -> list[int]:
+    """The backup's timeline and every archived one recovery could follow from it: those
+    whose history passes through the backup's timeline after the backup started."""
+    found = [manifest.timeline]
+    for tli, history in sorted(index.histories.items()):
+        switch = history.switch_lsn(manifest.timeline)
+        if tli > manifest.timeline and switch is not None and switch >= manifest.start_lsn:
+            found.append(tli)
+    return found
+
+
+def _path_timeline(index: WalIndex, target: int, segno: int, size: int) -> int:
+    """Which timeline recovery towards ``target`` reads segment ``segno`` from (a segment
+    holding a switch point is read from the newer timeline, as window.compute does)."""
+    history = index.histories.get(target)
+    for entry in history.entries if history else ():
+        if segno < entry.switch_lsn.value // size:
+            return entry.timeline
+    return target
+
+
+def _paths(manifest: Manifest, index: WalIndex) -> list[_Path]:
+    size = manifest.wal_segment_size
+    start = manifest.start_lsn.value // size
+    paths = []
+    for tli in _timelines(manifest, index):
+        on_path = sorted(
+            n for t, n in index.segments if n >= start and t == _path_timeline(index, tli, n, size)
+        )
+        needed, segno = [], start
+        while found := index.segments.get((_path_timeline(index, tli, segno, size), segno)):
+            needed.append(found)
+            segno += 1
+        w = window.compute(manifest, index, requested_timeline=tli)
+        ends_early = bool(on_path) and segno <= on_path[-1]
+        gap_tli = _path_timeline(index, tli, segno, size)
+        gap = WalSegment.from_number(gap_tli, segno, size).name
+        paths.append(
+            _Path(
+                timeline=tli,
+                window=w,
+                needed=tuple(needed),
+                gap=gap if ends_early or not w.restorable else None,
+                beyond=sum(1 for n in on_path if n > segno),
+            )
+        )
+    return paths
+
+
+def _wal_problems(manifest: Manifest, paths: Sequence[_Path], damaged: set[str]) -> list[Problem]:
+    problems, seen = [], set()
+    for path in paths:
+        if path.gap is None or path.gap in seen:
+            continue
+        seen.add(path.gap)
+        what = "is damaged" if path.gap in damaged else "is missing"
+        key = layout.wal_key(path.gap)
+        if not path.window.restorable:
+            message = (
+                f"backup {manifest.backup_id} cannot be restored: WAL {path.gap}, needed to "
+                f"make it consistent, {what}"
+            )
+            problems.append(Problem(ProblemKind.NOT_RESTORABLE, message, manifest.backup_id, key))
+            continue
+        on = f" on timeline {path.timeline}" if path.timeline != manifest.timeline else ""
+        message = (
+            f"backup {manifest.backup_id} can be restored only up to "
+            f"{_utc(path.window.latest_time)}{on}: WAL {path.gap} {what}"
+            f" ({path.beyond} later archived segment{'' if path.beyond == 1 else 's'} "
+            "cannot be replayed)"
+        )
+        problems.append(Problem(ProblemKind.WAL_GAP, message, manifest.backup_id, key))
+    return problems
+
+
+def _verdict(manifest: Manifest, paths: Sequence[_Path], reads: Sequence[_Read]) -> BackupCheck:
+    # The newest timeline checked is the one a restore follows by default ('latest').
+    main = paths[-1]
+    w = main.window
+    gap = next((p.gap for p in reversed(paths) if p.gap), None)
+    return BackupCheck(
+        backup_id=manifest.backup_id,
+        timeline=manifest.timeline,
+        stop_time=manifest.stop_time,
+        objects_checked=len(reads),
+        objects_failed=sum(1 for r in reads if r.problems),
+        bytes_read=sum(r.bytes_read for r in reads),
+        restorable_to_time=w.latest_time,
+        restorable_to_lsn=w.latest_lsn,
+        restorable_to_timeline=w.timeline if w.restorable else None,
+        last_segment=w.last_segment,
+        missing_segment=gap,
+    )
+
+
+def _ordered(problems: Iterable[Problem]) -> list[Problem]:
+    """Backups' problems first (oldest backup first), then the archive's."""
+    return sorted(problems, key=lambda p: (p.backup_id is None, p.backup_id or "", p.key or ""))
+
+
+def _utc(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
+
+
+def _big_first(objects: Iterable[StoredObject]) -> list[StoredObject]:
+    return sorted(objects, key=lambda o: -o.stored_size_bytes)
+
+
+def _object_task(repo: Repo, manifest: Manifest, obj: StoredObject) -> Callable[[], _Read]:
+    files = sorted(
+        (f for f in manifest.files if f.kind == "file" and f.object == obj.name),
+        key=lambda f: f.offset,
+    )
+    return lambda: _check_object(repo, manifest.backup_id, obj, files)
+
+
+def _check_object(repo: Repo, backup_id: str, obj: StoredObject, files: list[FileEntry]) -> _Read:
+    key = layout.data_key(backup_id, obj.name)
+    counted = _Counted(repo.storage)
+    taps = _FileTaps(files)
+    where = f"backup {backup_id} object {obj.name}"
+    try:
+        for chunk in Repo(counted, repo.spec).get(
+            key,
+            expect_stored=Digest(obj.stored_size_bytes, obj.stored_sha256),
+            expect_plain=Digest(obj.plain_size_bytes, obj.plain_sha256),
+        ):
+            taps.feed(chunk)
+        taps.finish()
+    except ObjectNotFound:
+        message = f"{where} is missing: the backup cannot be restored; take a new backup"
+        problem = Problem(ProblemKind.MISSING_OBJECT, message, backup_id, key)
+        return _Read(backup_id, obj.name, counted.bytes_read, (problem,))
+    except DecryptionError as exc:
+        problem = Problem(ProblemKind.UNDECRYPTABLE_OBJECT, f"{where}: {exc}", backup_id, key)
+        return _Read(backup_id, obj.name, counted.bytes_read, (problem,))
+    except _DAMAGE as exc:
+        message = f"{where} is damaged ({exc}): the backup cannot be restored; take a new backup"
+        problem = Problem(ProblemKind.DAMAGED_OBJECT, message, backup_id, key)
+        return _Read(backup_id, obj.name, counted.bytes_read, (problem,))
+    finally:
+        counted.close()
+    mismatches = tuple(
+        Problem(ProblemKind.FILE_MISMATCH, f"{where}: {text}", backup_id, key)
+        for text in taps.mismatches
+    )
+    return _Read(backup_id, obj.name, counted.bytes_read, mismatches)
+
+
+def _wal_task(repo: Repo, wal: ArchivedWal, segment_size: int) -> Callable[[], _Read]:
+    return lambda: _check_wal(repo, wal, segment_size)
+
+
+def _check_wal(repo: Repo, wal: ArchivedWal, segment_size: int) -> _Read:
+    key = layout.wal_key(wal.name)
+    counted = _Counted(repo.storage)
+    plain = 0
+    try:
+        for chunk in Repo(counted, repo.spec).get(key):
+            plain += len(chunk)
+        if plain != segment_size:
+            raise IntegrityError(f"it decodes to {plain} bytes, a WAL segment has {segment_size}")
+    except ObjectNotFound:
+        problem = Problem(
+            ProblemKind.DAMAGED_WAL, f"WAL {wal.name} vanished while it was checked", key=key
+        )
+        return _Read(None, wal.name, counted.bytes_read, (problem,))
+    except (*_DAMAGE, DecryptionError) as exc:
+        problem = Problem(ProblemKind.DAMAGED_WAL, f"WAL {wal.name} is damaged ({exc})", key=key)
+        return _Read(None, wal.name, counted.bytes_read, (problem,))
+    finally:
+        counted.close()
+    return _Read(None, wal.name, counted.bytes_read)
+
+
+class _FileTaps:
+    """Hashes each file of an object as the object's plaintext streams by, so no
+    object is ever held in memory; compares each with its manifest entry."""
+
+    def __init__(self, files: list[FileEntry]) -> None:
+        self._files = files  # sorted by offset
+        self._next = 0
+        self._position = 0
+        self._hash = hashlib.sha256()
+        self._taken = 0
+        self.mismatches: list[str] = []
+
+    def feed(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        while self._next < len(self._files):
+            entry = self._files[self._next]
+            if self._position < entry.offset:  # bytes no file claims
+                skip = min(len(view), entry.offset - self._position)
+                if not skip:
+                    return
+                view, self._position = view[skip:], self._position + skip
+                continue
+            piece = view[: entry.size_bytes - self._taken]
+            self._hash.update(piece)
+            self._taken += len(piece)
+            self._position += len(piece)
+            view = view[len(piece) :]
+            if self._taken < entry.size_bytes:
+                return  # the chunk is used up inside this file
+            self._close_file()
+
+    def finish(self) -> None:
+        """Files the object ended before are mismatches (of the bytes they got)."""
+        while self._next < len(self._files):
+            self._close_file()
+
+    def _close_file(self) -> None:
+        entry = self._files[self._next]
+        actual = self._hash.hexdigest()
+        if self._taken != entry.size_bytes or actual != entry.sha256.lower():
+            self.mismatches.append(
+                f"file {entry.path} is {self._taken} bytes with sha256 {actual[:12]}..., the "
+                f"manifest says {entry.size_bytes} bytes, {entry.sha256[:12]}...: "
+                "a restore would refuse it"
+            )
+        self._next += 1
+        self._hash, self._taken = hashlib.sha256(), 0
+
+
+class _Counted:
+    """A storage view for one read: counts the stored bytes fetched, and closes the
+    stream when the read stops early (an error) so the connection is released."""
+
+    def __init__(self, inner: Storage) -> None:
+        self._inner = inner
+        self._streams: list[Iterator[bytes]] = []
+        self.bytes_read = 0
+
+    def get(self, key: str) -> Iterator[bytes]:
+        stream = self._inner.get(key)
+        self._streams.append(stream)
+        return self._count(stream)
+
+    def _count(self, stream: Iterator[bytes]) -> Iterator[bytes]:
+        for chunk in stream:
+            self.bytes_read += len(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        for stream in self._streams:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+
+    def put(self, key: str, chunks: Iterable[bytes], *, if_absent: bool = False) -> None:
+        raise NotImplementedError("the repository check never writes")
+
+    def head(self, key: str) -> ObjectInfo | None:
+        return self._inner.head(key)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        return self._inner.list(prefix)
+
+    def delete(self, keys: Iterable[str]) -> None:
+        raise NotImplementedError("the repository check never deletes")
+
+    def describe(self) -> str:
+        return self._inner.describe()
