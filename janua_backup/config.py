@@ -81,6 +81,13 @@ class BackupSettings:
 @dataclass(frozen=True, slots=True)
 class WalSettings:
     fetch_retry_deadline_s: float = 60.0
+    # Local spool for async push status and prefetched segments; default: pg_wal/.janua-spool
+    # (same filesystem as pg_wal, so a prefetched segment is handed over by rename).
+    spool_dir: str | None = None
+    archive_async: bool = False  # push ready segments ahead of the archiver, several at once
+    async_jobs: int = 0  # parallel uploads of the async worker; 0: one per core
+    async_max_segments: int = 256  # ready segments one worker run takes on at most
+    prefetch_segments: int = 8  # wal-fetch fetches this many following segments ahead; 0: off
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +136,8 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "JANUA_BACKUP_DSN": ("postgres", "dsn"),
     "JANUA_BACKUP_PG_BINDIR": ("postgres", "bindir"),
     "JANUA_BACKUP_JOBS": ("backup", "jobs"),
+    "JANUA_BACKUP_ARCHIVE_ASYNC": ("wal", "archive_async"),
+    "JANUA_BACKUP_SPOOL_DIR": ("wal", "spool_dir"),
 }
 
 
@@ -227,6 +236,12 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"compression.codec {codec!r} must be one of {', '.join(CODECS)}")
     if settings.backup.jobs < 0:
         raise ConfigError("backup.jobs must be 0 (one per core) or more")
+    wal = settings.wal
+    if wal.async_jobs < 0 or wal.async_max_segments < 1 or wal.prefetch_segments < 0:
+        raise ConfigError(
+            "wal.async_jobs and wal.prefetch_segments must be 0 or more, "
+            "wal.async_max_segments 1 or more"
+        )
     enc = settings.encryption
     if enc.key_file and enc.passphrase:
         raise ConfigError("set either encryption.key_file or a passphrase, not both")

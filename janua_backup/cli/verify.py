@@ -1,1 +1,116 @@
 """``verify``: the restore drill, and ``verify --repo``, the repository check."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import click
+
+from janua_backup.cli.app import cli, context, json_option
+
+
+@cli.command()
+@click.option(
+    "--repo",
+    "repo_only",
+    is_flag=True,
+    help="Check the repository only: every object and the WAL chain; no PostgreSQL needed.",
+)
+@click.option("--backup-id", help="Drill or check this backup (drill default: the newest).")
+@click.option("--target-time", help="Drill: recover to this time (ISO 8601 with Z or offset).")
+@click.option("--timezone", help="Zone for a --target-time without offset.")
+@click.option("--target-lsn", help="Drill: recover to this LSN.")
+@click.option(
+    "--target",
+    "target_kind",
+    type=click.Choice(["latest", "immediate"]),
+    help="Drill: the end of the archive, or consistency only (default: the policy's).",
+)
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False), help="Policy file.")
+@click.option("--amcheck/--no-amcheck", default=None, help="Drill: run pg_amcheck.")
+@click.option("--scratch-dir", type=click.Path(file_okay=False), help="Drill: where to restore.")
+@click.option("--keep", is_flag=True, help="Drill: keep the scratch directory afterwards.")
+@click.option("--pg-bindir", help="Drill: PostgreSQL binaries of the backup's major version.")
+@click.option("--pg-user", help="Drill: role to connect as (default: the data's owner).")
+@click.option("--timeout", "timeout_s", type=float, help="Drill: seconds allowed for recovery.")
+@click.option("--jobs", type=click.IntRange(min=1), help="Objects read at once (default: cores).")
+@json_option
+def verify(
+    repo_only: bool,
+    backup_id: str | None,
+    target_time: str | None,
+    timezone: str | None,
+    target_lsn: str | None,
+    target_kind: str | None,
+    policy_path: str | None,
+    amcheck: bool | None,
+    scratch_dir: str | None,
+    keep: bool,
+    pg_bindir: str | None,
+    pg_user: str | None,
+    timeout_s: float | None,
+    jobs: int | None,
+    as_json: bool,
+) -> None:
+    """Prove the backups restore; exit 40 if a problem is found.
+
+    \b
+    Without --repo: a restore drill. The backup is restored into a scratch
+    directory, a temporary PostgreSQL replays WAL to the target, the checks
+    run (databases, the policy's queries, pg_amcheck, data checksums) and the
+    report goes to stdout and into the repository. The scratch server and
+    directory are removed afterwards, also on failure or Ctrl-C.
+    With --repo: every object and the WAL chain are read and checked.
+    """
+    from janua_backup.errors import VerifyFailed
+
+    if repo_only:
+        from janua_backup.commands import verify_repo as command
+        from janua_backup.output import verify_repo as report
+
+        result = command.run(context().settings(), backup_id, jobs)
+        report.render(result, as_json)
+        if not result.ok:
+            raise VerifyFailed(result.summary)
+        return
+    from janua_backup import policy
+    from janua_backup.commands import verify as drill
+    from janua_backup.commands.restore_request import build_request
+    from janua_backup.output import verify as output
+
+    rules = policy.load(Path(policy_path)) if policy_path else policy.default()
+    kind = target_kind or ("" if target_time or target_lsn else rules.verify.target)
+    request = drill.DrillRequest(
+        restore=build_request(
+            pgdata=".",
+            target_time=target_time,
+            timezone=timezone,
+            target_lsn=target_lsn,
+            target_xid=None,
+            target_name=None,
+            immediate=kind == "immediate",
+            exclusive=False,
+            action="promote",
+            timeline=None,
+            backup_id=None if backup_id in (None, "latest") else backup_id,
+            standby=False,
+        ),
+        checks=rules.verify.checks,
+        amcheck=rules.verify.amcheck if amcheck is None else amcheck,
+        scratch_parent=Path(scratch_dir) if scratch_dir else None,
+        keep=keep,
+        pg_bindir=pg_bindir or context().settings().postgres.bindir,
+        pg_user=pg_user,
+        timeout_s=timeout_s or rules.verify.timeout_s,
+    )
+    # SIGTERM (cron's timeout, systemd) cleans up like Ctrl-C: scratch server stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
+    done = drill.run(context().settings(backup={"jobs": jobs}), request)
+    output.render(done, as_json)
+    if not done.report.passed:
+        raise VerifyFailed(done.report.summary)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from janua_backup.commands.common import open_repo
 from janua_backup.config import Settings
-from janua_backup.repository import catalog, marker, window
+from janua_backup.repository import catalog, drills, marker, window
+from janua_backup.repository.drills import DrillReport
 from janua_backup.repository.manifest import Manifest
 from janua_backup.repository.window import Window
 
@@ -15,6 +16,7 @@ from janua_backup.repository.window import Window
 class BackupInfo:
     manifest: Manifest
     window: Window
+    last_drill: DrillReport | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +41,8 @@ def run(settings: Settings, backup_id: str | None = None) -> InfoResult:
         done = [catalog.load(repo, backup_id).backup_id]
     manifests = [catalog.load(repo, i) for i in done]
     index = window.load_index(repo, found.wal_segment_size)
-    backups = [BackupInfo(m, window.compute(m, index)) for m in manifests]
+    reports = drills.latest(repo)
+    backups = [BackupInfo(m, window.compute(m, index), reports.get(m.backup_id)) for m in manifests]
     newest = max((w.name for w in index.segments.values()), default=None)
     return InfoResult(
         repository=repo.describe(),

@@ -41,6 +41,7 @@ class RestoreRequest:
     backup_id: str | None = None
     standby: bool = False
     requested_timeline: int | None = None
+    tablespace_dir: Path | None = None  # relocate every tablespace under it, by OID (drills)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +81,7 @@ def prepare(settings: Settings, request: RestoreRequest) -> tuple[Choice, Restor
         for m in manifests
     ]
     choice = choose(pairs, request.target, request.backup_id)
-    for location in _tablespace_locations(choice.manifest).values():
+    for location in _tablespace_locations(choice.manifest, request.tablespace_dir).values():
         _check_empty(Path(location), "tablespace location")
     m = choice.manifest
     plan = RestorePlan(
@@ -91,7 +92,7 @@ def prepare(settings: Settings, request: RestoreRequest) -> tuple[Choice, Restor
         timeline=choice.window.timeline,
         fetch_bytes=m.original_size_bytes,
         stored_bytes=m.stored_size_bytes,
-        target=_describe_target(request.target),
+        target=describe_target(request.target),
         pgdata=str(request.pgdata),
     )
     return choice, plan
@@ -113,7 +114,7 @@ def execute(
         raise RestoreError(f"cannot create {request.pgdata}: {exc.strerror}") from exc
     chown = os.geteuid() == 0
     try:
-        _make_tree(request.pgdata, manifest, chown=chown)
+        _make_tree(request.pgdata, manifest, request.tablespace_dir, chown=chown)
         placement = Placement(resolve=lambda p: request.pgdata / p, chown=chown)
         written = transfer.download(
             repo, manifest, placement, jobs=jobs(settings), progress=progress
@@ -121,14 +122,14 @@ def execute(
         files = _write_recovery(settings, request, manifest, chown=chown)
     except OSError as exc:
         # A full disk or a lost mount mid-restore: one sentence, not a traceback.
-        _undo(request.pgdata, manifest, created)
+        _undo(request.pgdata, manifest, request.tablespace_dir, created)
         where = f" ({exc.filename})" if exc.filename else ""
         raise RestoreError(
             f"restore into {request.pgdata} failed{where}: {exc.strerror or exc}; "
             "what was written has been removed"
         ) from exc
     except BaseException:
-        _undo(request.pgdata, manifest, created)
+        _undo(request.pgdata, manifest, request.tablespace_dir, created)
         raise
     duration = time.monotonic() - started
     log.info(
@@ -147,15 +148,28 @@ def _check_empty(path: Path, what: str) -> None:
         )
 
 
-def _tablespace_locations(manifest: Manifest) -> dict[str, str]:
+def _tablespace_locations(manifest: Manifest, relocate_to: Path | None) -> dict[str, str]:
+    """pg_tblspc/<oid> -> where its files go: where they were, or relocate_to/<oid>."""
     return {
-        e.path: e.link_target
+        e.path: str(relocate_to / e.path.split("/")[1]) if relocate_to else e.link_target
         for e in manifest.files
         if e.kind == "symlink" and e.path.startswith("pg_tblspc/") and e.link_target
     }
 
 
-def _describe_target(target: Target) -> str:
+def _tablespace_map(manifest: Manifest, relocate_to: Path | None) -> str:
+    """PostgreSQL recreates the pg_tblspc links from this file at startup, so a
+    relocated tablespace must be relocated here too."""
+    if relocate_to is None or not manifest.tablespace_map:
+        return manifest.tablespace_map
+    lines = []
+    for line in manifest.tablespace_map.splitlines():
+        oid, _, _ = line.partition(" ")
+        lines.append(f"{oid} {relocate_to / oid}" if oid.isdigit() else line)
+    return "\n".join(lines) + "\n"
+
+
+def describe_target(target: Target) -> str:
     if target.kind == "time" and target.time is not None:
         return f"time {recovery.format_pg_time(target.time)}"
     if target.kind in ("latest", "immediate"):
@@ -169,14 +183,15 @@ def _create_root(pgdata: Path) -> bool:
     return not existed
 
 
-def _make_tree(root: Path, manifest: Manifest, *, chown: bool) -> None:
+def _make_tree(root: Path, manifest: Manifest, relocate_to: Path | None, *, chown: bool) -> None:
     """Directories first, then the tablespace links, so files land where they belong."""
+    locations = _tablespace_locations(manifest, relocate_to)
     root_entry = next((e for e in manifest.files if e.path in ("", ".")), None)
     for entry in sorted(manifest.files, key=lambda e: e.path):  # parents sort first
         if entry.kind == "dir" and entry.path not in ("", "."):
             (root / entry.path).mkdir(mode=0o700, exist_ok=True)
         elif entry.kind == "symlink":
-            target = Path(entry.link_target or "")
+            target = Path(locations.get(entry.path) or entry.link_target or "")
             target.mkdir(mode=0o700, parents=True, exist_ok=True)
             if chown:
                 os.chown(target, *transfer.owner_ids(entry))
@@ -202,7 +217,8 @@ def _write_recovery(
     written = [root / "backup_label"]
     atomic_write(root / "backup_label", [manifest.backup_label.encode()], mode=0o600)
     if manifest.tablespace_map:
-        atomic_write(root / "tablespace_map", [manifest.tablespace_map.encode()], mode=0o600)
+        ts_map = _tablespace_map(manifest, request.tablespace_dir)
+        atomic_write(root / "tablespace_map", [ts_map.encode()], mode=0o600)
         written.append(root / "tablespace_map")
     text = recovery.render_settings(restore_command(settings), request.recovery_target)
     written += recovery.write_recovery(root, text, standby=request.standby)
@@ -234,10 +250,10 @@ def _start_command(pgdata: Path) -> str:
     return f"{prefix}pg_ctl -D {pgdata} start"
 
 
-def _undo(root: Path, manifest: Manifest, created: bool) -> None:
+def _undo(root: Path, manifest: Manifest, relocate_to: Path | None, created: bool) -> None:
     """Removes what this restore wrote; the directory was empty before."""
     with contextlib.suppress(OSError):
-        for location in _tablespace_locations(manifest).values():
+        for location in _tablespace_locations(manifest, relocate_to).values():
             _empty(Path(location))
         if created:
             shutil.rmtree(root)

@@ -14,6 +14,7 @@ from janua_backup.commands.backup import BackupResult
 from janua_backup.commands.info import InfoResult
 from janua_backup.commands.restore import RestorePlan, RestoreResult
 from janua_backup.output.format import age, emit_json, size, utc
+from janua_backup.repository.drills import DrillReport
 from janua_backup.repository.window import Window
 
 
@@ -29,6 +30,27 @@ def window_json(w: Window) -> dict[str, Any]:
         "last_wal": w.last_segment,
         "missing_wal": w.missing_segment,
     }
+
+
+def drill_json(report: DrillReport | None) -> dict[str, Any] | None:
+    if report is None:
+        return None
+    return {
+        "drill_id": report.drill_id,
+        "passed": report.passed,
+        "finished": report.finished.isoformat(),
+        "total_s": report.total_s,
+        "rpo_s": report.rpo_s,
+        "summary": report.summary,
+    }
+
+
+def _drill_line(report: DrillReport | None) -> str:
+    if report is None:
+        return "never verified by a drill"
+    verdict = "passed" if report.passed else "FAILED"
+    took = f"{report.total_s:.0f}s to restore and recover"
+    return f"last drill {verdict} {age(report.finished)} ({took})"
 
 
 def backup(result: BackupResult, as_json: bool) -> None:
@@ -86,6 +108,7 @@ def info(result: InfoResult, as_json: bool) -> None:
                         "size_bytes": b.manifest.original_size_bytes,
                         "stored_bytes": b.manifest.stored_size_bytes,
                         "window": window_json(b.window),
+                        "last_drill": drill_json(b.last_drill),
                     }
                     for b in result.backups
                 ],
@@ -117,6 +140,7 @@ def info(result: InfoResult, as_json: bool) -> None:
             f"{m.backup_id:<18} {age(m.start_time):<22} {size(m.original_size_bytes):>10} "
             f"{size(m.stored_size_bytes):>10}  {span}"
         )
+        print(f"{'':<18} {_drill_line(b.last_drill)}")
         if w.restorable and w.missing_segment:
             print(f"{'':<18} gap in the archive at {w.missing_segment}: later WAL is unreachable")
     for incomplete in result.incomplete:

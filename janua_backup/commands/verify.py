@@ -1,0 +1,234 @@
+"""``verify``: the restore drill. Restore a backup into scratch space, recover, check, measure.
+
+A backup nobody has restored is a hope. The drill does what the on-call
+engineer would do on the worst day (the same ``restore`` code, the same
+``wal-fetch`` as restore_command) into a scratch directory, starts a
+throw-away server (pg/scratch.py), lets it replay to the target and promote,
+then runs the checks (drill_checks.py) and records how long it took (RTO)
+and how far behind the newest archived WAL it ended (RPO).
+
+Whatever happens (a failed check, a server that will not start, Ctrl-C) the
+scratch server is stopped and the scratch directory removed unless ``keep``.
+The report is stored in the repository when the drill got as far as a
+restore, so ``list`` shows failed drills too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from janua_backup.commands import drill_checks, restore
+from janua_backup.commands.common import open_repo
+from janua_backup.config import Settings
+from janua_backup.errors import JanuaError
+from janua_backup.pg.scratch import Owner, ScratchServer, find_bindir
+from janua_backup.pg.wal import Lsn
+from janua_backup.policy import CheckQuery
+from janua_backup.repository import drills, layout
+from janua_backup.repository.drills import DrillCheck, DrillReport
+from janua_backup.repository.select import Choice
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DrillRequest:
+    restore: restore.RestoreRequest  # pgdata is replaced by the scratch directory
+    checks: tuple[CheckQuery, ...] = ()
+    amcheck: bool = False
+    scratch_parent: Path | None = None
+    keep: bool = False
+    pg_bindir: str | None = None
+    pg_user: str | None = None  # role to connect as; default: the data directory's owner
+    timeout_s: float = 1800.0
+
+
+@dataclass(frozen=True, slots=True)
+class DrillResult:
+    report: DrillReport
+    report_key: str | None
+    kept_dir: str | None
+
+
+@dataclass
+class _Timing:
+    begun: float
+    restore_s: float = 0.0
+    replay_s: float = 0.0
+    restored_bytes: int = 0
+
+
+def run(settings: Settings, request: DrillRequest) -> DrillResult:
+    started = datetime.now(UTC)
+    timing = _Timing(time.monotonic())
+    home = Path(tempfile.mkdtemp(prefix="janua-verify-", dir=request.scratch_parent))
+    log.info("verify begins scratch=%s", home)
+    server: ScratchServer | None = None
+    try:
+        rr = replace(
+            request.restore,
+            pgdata=home / "data",
+            tablespace_dir=home / "tablespaces",
+            recovery_target=replace(request.restore.recovery_target, action="promote"),
+            standby=False,
+        )
+        choice, plan = restore.prepare(settings, rr)
+        manifest = choice.manifest
+        bindir = find_bindir(manifest.pg_version_num // 10000, request.pg_bindir)
+        checks: list[DrillCheck] = []
+        error: str | None = None
+        try:
+            done = restore.execute(settings, rr, choice, plan)
+            timing.restore_s, timing.restored_bytes = done.duration_s, done.written_bytes
+            server = _server(home, rr.pgdata, bindir, request)
+            checks, facts = _recover_and_check(server, request, choice, timing)
+        except JanuaError as exc:
+            error, facts = exc.message, _Facts()
+        report = _report(started, choice, request, timing, checks, facts, error, server)
+        key = _save(settings, report)
+    finally:
+        if server is not None:
+            server.stop()
+        if not request.keep:
+            shutil.rmtree(home, ignore_errors=True)
+    log.info(
+        "verify done backup_id=%s passed=%s total_s=%.1f",
+        report.backup_id,
+        report.passed,
+        report.total_s,
+    )
+    return DrillResult(report, key, str(home) if request.keep else None)
+
+
+def _server(home: Path, pgdata: Path, bindir: Path, request: DrillRequest) -> ScratchServer:
+    owner = Owner.of(pgdata)
+    if os.geteuid() == 0:
+        # The server runs as the data's owner and must reach its socket and log here.
+        for path in (home, *home.iterdir()):
+            os.chown(path, owner.uid, owner.gid)
+    server = ScratchServer(pgdata, home, bindir, user=request.pg_user or owner.name, owner=owner)
+    return server
+
+
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    recovered_to_time: datetime | None = None
+    recovered_to_lsn: Lsn | None = None
+    data_checksums: bool = False
+
+
+def _recover_and_check(
+    server: ScratchServer, request: DrillRequest, choice: Choice, timing: _Timing
+) -> tuple[list[DrillCheck], _Facts]:
+    replay_began = time.monotonic()
+    server.start()
+    server.wait_promoted(request.timeout_s)
+    timing.replay_s = time.monotonic() - replay_began
+    xact_time, replay_lsn, sums = server.query(
+        "SELECT pg_last_xact_replay_timestamp(), pg_last_wal_replay_lsn()::text, "
+        "current_setting('data_checksums') = 'on'"
+    )[0]
+    facts = _Facts(
+        drill_checks.recovered_time(xact_time),
+        Lsn.parse(str(replay_lsn)) if replay_lsn else None,
+        bool(sums),
+    )
+    checks = [_continuity(choice)]
+    if request.restore.target.kind == "latest":
+        checks.append(drill_checks.reached_end(facts.recovered_to_lsn, _last_segment_start(choice)))
+    checks.append(drill_checks.databases(server))
+    checks += drill_checks.queries(server, request.checks)
+    if request.amcheck:
+        checks.append(drill_checks.amcheck(server, request.timeout_s))
+    server.stop()
+    if facts.data_checksums:
+        checks.append(drill_checks.checksums(server, request.timeout_s))
+    return checks, facts
+
+
+def _continuity(choice: Choice) -> DrillCheck:
+    w = choice.window
+
+    def check() -> str:
+        if w.missing_segment:
+            until = w.latest_time.isoformat() if w.latest_time else "its consistency point"
+            raise drill_checks.CheckFailure(
+                f"WAL {w.missing_segment} is missing from the archive: backup "
+                f"{w.backup_id} can be restored only up to {until}; later WAL is unreachable"
+            )
+        return f"WAL {w.first_segment} .. {w.last_segment} is contiguous"
+
+    return drill_checks.timed("WAL continuity", check)
+
+
+def _last_segment_start(choice: Choice) -> Lsn | None:
+    latest = choice.window.latest_lsn
+    size = choice.manifest.wal_segment_size
+    return Lsn(latest.value - size) if latest is not None else None
+
+
+def _report(
+    started: datetime,
+    choice: Choice,
+    request: DrillRequest,
+    timing: _Timing,
+    checks: list[DrillCheck],
+    facts: _Facts,
+    error: str | None,
+    server: ScratchServer | None,
+) -> DrillReport:
+    w, m = choice.window, choice.manifest
+    rpo_s = rpo_bytes = None
+    if facts.recovered_to_time and w.latest_time:
+        rpo_s = max(0.0, (w.latest_time - facts.recovered_to_time).total_seconds())
+    if facts.recovered_to_lsn and w.latest_lsn:
+        rpo_bytes = max(0, w.latest_lsn.value - facts.recovered_to_lsn.value)
+    passed = error is None and bool(checks) and all(c.ok for c in checks)
+    return DrillReport(
+        drill_id=layout.new_backup_id(started),
+        backup_id=m.backup_id,
+        host=socket.gethostname(),
+        started=started,
+        finished=datetime.now(UTC),
+        passed=passed,
+        target=restore.describe_target(request.restore.target),
+        checks=tuple(checks),
+        restore_s=round(timing.restore_s, 3),
+        replay_s=round(timing.replay_s, 3),
+        total_s=round(time.monotonic() - timing.begun, 3),
+        restored_bytes=timing.restored_bytes,
+        pg_version_num=m.pg_version_num,
+        recovered_to_time=facts.recovered_to_time,
+        recovered_to_lsn=str(facts.recovered_to_lsn) if facts.recovered_to_lsn else None,
+        timeline=w.timeline,
+        newest_wal=w.last_segment,
+        newest_wal_time=w.latest_time,
+        rpo_s=round(rpo_s, 3) if rpo_s is not None else None,
+        rpo_bytes=rpo_bytes,
+        error=error,
+        server_log_tail=server.log_tail() if server is not None and not passed else "",
+    )
+
+
+def _save(settings: Settings, report: DrillReport) -> str | None:
+    """A report that cannot be stored must not turn a drill result into a crash."""
+    try:
+        return drills.save(open_repo(settings), report)
+    except JanuaError as exc:
+        log.warning("drill report not stored: %s", exc.message)
+        return None
+
+
+def latest_reports(settings: Settings) -> dict[str, DrillReport]:
+    with contextlib.suppress(JanuaError):
+        return drills.latest(open_repo(settings))
+    return {}

@@ -1,0 +1,113 @@
+"""Drill reports in the repository: what each restore drill proved, kept next to the backups.
+
+A report is stored through the pipeline like every object (checksummed, and
+encrypted in an encrypted repository), under ``verify/<backup id>/``, so
+``list`` can say when each backup was last proven to restore, from any host.
+Reports are small; retention removes them with their backup.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from janua_backup.errors import FormatError
+from janua_backup.repository import layout
+from janua_backup.repository.objects import Repo
+
+
+@dataclass(frozen=True, slots=True)
+class DrillCheck:
+    name: str
+    ok: bool
+    message: str
+    duration_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DrillReport:
+    drill_id: str
+    backup_id: str
+    host: str
+    started: datetime
+    finished: datetime
+    passed: bool
+    target: str
+    checks: tuple[DrillCheck, ...]
+    restore_s: float
+    replay_s: float
+    total_s: float
+    restored_bytes: int = 0
+    pg_version_num: int = 0
+    recovered_to_time: datetime | None = None  # last transaction replayed
+    recovered_to_lsn: str | None = None
+    timeline: int | None = None
+    newest_wal: str | None = None  # newest archived segment on the restored timeline path
+    newest_wal_time: datetime | None = None
+    rpo_s: float | None = None  # newest archived WAL time - recovered_to_time
+    rpo_bytes: int | None = None  # end of archived WAL - recovered_to_lsn
+    error: str | None = None
+    server_log_tail: str = ""
+
+    @property
+    def failed_checks(self) -> list[DrillCheck]:
+        return [c for c in self.checks if not c.ok]
+
+    @property
+    def summary(self) -> str:
+        if self.passed:
+            return (
+                f"drill passed: backup {self.backup_id} restored and recovered in "
+                f"{self.total_s:.1f}s, {len(self.checks)} checks passed"
+            )
+        reasons = [self.error] if self.error else []
+        reasons += [f"{c.name}: {c.message}" for c in self.failed_checks]
+        return f"drill of backup {self.backup_id} failed: " + "; ".join(reasons or ["unknown"])
+
+
+_TIMES = ("started", "finished", "recovered_to_time", "newest_wal_time")
+
+
+def to_json(report: DrillReport) -> bytes:
+    data = asdict(report)
+    for name in _TIMES:
+        value = getattr(report, name)
+        data[name] = value.isoformat() if value else None
+    return json.dumps(data, indent=1, sort_keys=True).encode()
+
+
+def from_json(raw: bytes) -> DrillReport:
+    try:
+        data: dict[str, Any] = json.loads(raw)
+        for name in _TIMES:
+            if data.get(name):
+                data[name] = datetime.fromisoformat(data[name])
+        data["checks"] = tuple(DrillCheck(**c) for c in data["checks"])
+        return DrillReport(**data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FormatError(f"drill report is malformed: {exc}") from exc
+
+
+def save(repo: Repo, report: DrillReport) -> str:
+    key = layout.drill_key(report.backup_id, report.drill_id)
+    repo.put_bytes(key, to_json(report))
+    return key
+
+
+def latest(repo: Repo) -> dict[str, DrillReport]:
+    """The newest report of each backup that has one (drill ids sort by time)."""
+    newest: dict[str, str] = {}
+    for info in repo.storage.list(layout.VERIFY_PREFIX):
+        backup_id = info.key[len(layout.VERIFY_PREFIX) :].partition("/")[0]
+        if info.key.endswith(".json") and info.key > newest.get(backup_id, ""):
+            newest[backup_id] = info.key
+    return {backup_id: from_json(repo.get_bytes(key)) for backup_id, key in newest.items()}
+
+
+def remove(repo: Repo, backup_id: str) -> int:
+    """Deletes a backup's reports (retention); returns how many."""
+    keys = [i.key for i in repo.storage.list(layout.drill_prefix(backup_id))]
+    repo.storage.delete(keys)
+    return len(keys)
