@@ -8,6 +8,8 @@ not pay for psycopg or the output module.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
 from collections.abc import Callable
@@ -79,6 +81,9 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the re
 @click.option(
     "--log-format", default="text", show_default=True, type=click.Choice(["text", "json"])
 )
+@click.option(
+    "--quiet", "-q", is_flag=True, help="Print nothing on success, only errors (for cron)."
+)
 @click.pass_context
 def cli(
     ctx: click.Context,
@@ -90,6 +95,7 @@ def cli(
     dsn: str | None,
     log_level: str,
     log_format: str,
+    quiet: bool,
 ) -> None:
     """PostgreSQL base backups, WAL archiving and point-in-time recovery to S3 or a directory.
 
@@ -99,7 +105,10 @@ def cli(
       archive_command = 'janua-backup --config /etc/janua-backup.toml wal-push %p'
     restore writes restore_command for you.
     """
-    logs.setup(log_level, log_format)
+    logs.setup("warning" if quiet and log_level == "info" else log_level, log_format)
+    if quiet:
+        # Results go to stdout; errors (one line, to stderr) and the exit code still tell cron.
+        ctx.with_resource(contextlib.redirect_stdout(io.StringIO()))
     ctx.obj = Context(
         config_path,
         {

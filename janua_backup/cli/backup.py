@@ -1,4 +1,4 @@
-"""``backup``, ``list`` and ``info``."""
+"""``backup``, ``list``, ``info``, ``pin`` and ``unpin``."""
 
 from __future__ import annotations
 
@@ -12,9 +12,16 @@ from janua_backup.cli.app import cli, context, json_option
 @click.option("--compression", type=click.Choice(config.CODECS), help="Override compression.codec.")
 @click.option("--level", type=int, help="Compression level (gzip 1-9, zstd 1-19).")
 @click.option("--jobs", type=int, help="Files compressed and uploaded at once (default: cores).")
+@click.option("--keep", is_flag=True, help="Pin the backup: retention never expires it.")
 @json_option
-def backup(compression: str | None, level: int | None, jobs: int | None, as_json: bool) -> None:
-    """Take a full base backup of the running cluster."""
+def backup(
+    compression: str | None, level: int | None, jobs: int | None, keep: bool, as_json: bool
+) -> None:
+    """Take a full base backup of the running cluster.
+
+    Only one backup or expire of a cluster runs at a time (a lock in the
+    repository); a second one exits 42 naming the holder.
+    """
     from janua_backup import output
     from janua_backup.commands import backup as command
 
@@ -22,7 +29,7 @@ def backup(compression: str | None, level: int | None, jobs: int | None, as_json
         context().settings(backup={"jobs": jobs}), compression, level
     )
     meter = output.ProgressMeter(0, "backup")
-    result = command.run(settings, progress=meter)
+    result = command.run(settings, progress=meter, keep=keep)
     meter.close()
     output.backup(result, as_json)
 
@@ -46,3 +53,26 @@ def info(backup_id: str | None, as_json: bool) -> None:
     from janua_backup.commands import info as command
 
     output.info(command.run(context().settings(), backup_id), as_json)
+
+
+@cli.command()
+@click.argument("backup_id")
+@click.option("--reason", default="", help="Why it is kept (shown by info).")
+def pin(backup_id: str, reason: str) -> None:
+    """Keep BACKUP_ID whatever the retention policy says."""
+    from janua_backup.commands import pin as command
+
+    command.pin(context().settings(), backup_id, reason)
+    click.echo(f"backup {backup_id} pinned: expire will keep it")
+
+
+@cli.command()
+@click.argument("backup_id")
+def unpin(backup_id: str) -> None:
+    """Let retention decide about BACKUP_ID again."""
+    from janua_backup.commands import pin as command
+
+    if command.unpin(context().settings(), backup_id):
+        click.echo(f"backup {backup_id} unpinned")
+    else:
+        click.echo(f"backup {backup_id} was not pinned")

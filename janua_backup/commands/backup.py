@@ -16,11 +16,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from janua_backup import locks
 from janua_backup.commands.common import jobs, open_repo
 from janua_backup.config import Settings
 from janua_backup.errors import BackupError, JanuaError
@@ -28,12 +31,14 @@ from janua_backup.pg import conn as pgconn
 from janua_backup.pg import control, datadir
 from janua_backup.pg.lowlevel import BackupStop, LowLevelBackup
 from janua_backup.pg.wal import WalSegment
-from janua_backup.repository import catalog, layout, marker, transfer
+from janua_backup.repository import catalog, layout, marker, pins, transfer
 from janua_backup.repository.manifest import FileEntry, Manifest
 from janua_backup.repository.objects import Repo
 from janua_backup.repository.transfer import Progress, SourceFile
 
 log = logging.getLogger(__name__)
+
+LOCK_NAME = "cluster"  # backup and expire of one cluster exclude each other
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,11 +46,45 @@ class BackupResult:
     manifest: Manifest
     duration_s: float
     cleaned: tuple[str, ...]
+    pinned: bool = False
 
 
-def run(settings: Settings, progress: Progress | None = None) -> BackupResult:
-    started = time.monotonic()
+def run(
+    settings: Settings,
+    progress: Progress | None = None,
+    *,
+    cancel: threading.Event | None = None,
+    keep: bool = False,
+) -> BackupResult:
+    """A full backup under the cluster lock; ``cancel`` abandons it cleanly (the daemon's
+    SIGTERM): nothing is committed and what was written is removed."""
     repo = open_repo(settings)
+    with locks.hold(repo.storage, LOCK_NAME, purpose="backup") as lock:
+        result = _run(settings, repo, _guard(progress, lock, cancel), lock)
+    if keep:
+        pins.pin(repo, result.manifest.backup_id, "backup --keep")
+    return BackupResult(result.manifest, result.duration_s, result.cleaned, keep)
+
+
+def _guard(
+    progress: Progress | None, lock: locks.LockHandle, cancel: threading.Event | None
+) -> Progress:
+    """Called as data flows: stops the copy when cancelled or when the lock was lost."""
+
+    def tick(n: int) -> None:
+        if cancel is not None and cancel.is_set():
+            raise BackupError("backup cancelled before it completed; nothing was committed")
+        lock.check()
+        if progress is not None:
+            progress(n)
+
+    return tick
+
+
+def _run(
+    settings: Settings, repo: Repo, progress: Callable[[int], None], lock: locks.LockHandle
+) -> BackupResult:
+    started = time.monotonic()
     with pgconn.connect(settings.postgres.dsn) as conn:
         facts = pgconn.server_facts(conn)
         _check_server(facts, settings)
@@ -73,6 +112,7 @@ def run(settings: Settings, progress: Progress | None = None) -> BackupResult:
                 bundle_size=settings.backup.bundle_size_bytes,
                 progress=progress,
             )
+            progress(0)  # a cancel or a lost lock before the stop is still clean
             stop = session.stop(wait_for_archive=True, timeout_s=settings.backup.archive_timeout_s)
             _wait_archived(repo, stop, facts.wal_segment_size, settings.backup.archive_timeout_s)
         except OSError as exc:
@@ -106,6 +146,11 @@ def run(settings: Settings, progress: Progress | None = None) -> BackupResult:
         objects=tuple(objects),
         host=socket.gethostname(),
     )
+    try:
+        lock.check()  # never commit a backup another process may be cleaning up
+    except JanuaError:
+        _discard(repo, backup_id)
+        raise
     catalog.commit(repo, manifest)
     duration = time.monotonic() - started
     log.info(

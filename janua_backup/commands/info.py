@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from janua_backup.commands.common import open_repo
 from janua_backup.config import Settings
-from janua_backup.repository import catalog, drills, marker, window
+from janua_backup.repository import catalog, drills, marker, pins, window
 from janua_backup.repository.drills import DrillReport
 from janua_backup.repository.manifest import Manifest
 from janua_backup.repository.window import Window
@@ -17,6 +17,7 @@ class BackupInfo:
     manifest: Manifest
     window: Window
     last_drill: DrillReport | None = None
+    pinned: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +43,11 @@ def run(settings: Settings, backup_id: str | None = None) -> InfoResult:
     manifests = [catalog.load(repo, i) for i in done]
     index = window.load_index(repo, found.wal_segment_size)
     reports = drills.latest(repo)
-    backups = [BackupInfo(m, window.compute(m, index), reports.get(m.backup_id)) for m in manifests]
+    kept = pins.pinned(repo)
+    backups = [
+        BackupInfo(m, window.compute(m, index), reports.get(m.backup_id), m.backup_id in kept)
+        for m in manifests
+    ]
     newest = max((w.name for w in index.segments.values()), default=None)
     return InfoResult(
         repository=repo.describe(),

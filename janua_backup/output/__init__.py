@@ -69,6 +69,7 @@ def backup(result: BackupResult, as_json: bool) -> None:
                 "files": len(m.files),
                 "duration_s": round(result.duration_s, 3),
                 "removed_incomplete": list(result.cleaned),
+                "pinned": result.pinned,
             }
         )
         return
@@ -109,6 +110,7 @@ def info(result: InfoResult, as_json: bool) -> None:
                         "stored_bytes": b.manifest.stored_size_bytes,
                         "window": window_json(b.window),
                         "last_drill": drill_json(b.last_drill),
+                        "pinned": b.pinned,
                     }
                     for b in result.backups
                 ],
@@ -140,7 +142,8 @@ def info(result: InfoResult, as_json: bool) -> None:
             f"{m.backup_id:<18} {age(m.start_time):<22} {size(m.original_size_bytes):>10} "
             f"{size(m.stored_size_bytes):>10}  {span}"
         )
-        print(f"{'':<18} {_drill_line(b.last_drill)}")
+        pin = "; pinned (expire keeps it)" if b.pinned else ""
+        print(f"{'':<18} {_drill_line(b.last_drill)}{pin}")
         if w.restorable and w.missing_segment:
             print(f"{'':<18} gap in the archive at {w.missing_segment}: later WAL is unreachable")
     for incomplete in result.incomplete:

@@ -67,6 +67,7 @@ class Manifest:
     files: tuple[FileEntry, ...]
     objects: tuple[StoredObject, ...]
     host: str = ""
+    depends_on: str | None = None  # incremental: the backup whose objects files may reference
     format_version: int = MANIFEST_FORMAT
     extra: dict[str, str] = field(default_factory=dict)
 
