@@ -1,4 +1,4 @@
-"""The demo behind scripts/demo: archive, back up, change, restore to a point in time.
+"""The demo behind scripts/demo: archive, back up, change, restore to a point in time, verify.
 
 It drives janua-backup through its CLI exactly as an operator would, against a
 real PostgreSQL and a real S3 server started here, and shows that the restore
@@ -127,10 +127,18 @@ def main() -> int:
         if before != list(range(1, 9)):
             print("demo: FAILED: the restore did not bring back orders 1-8", file=sys.stderr)
             return 1
-        print(
-            "\nOK: the point-in-time restore brought back exactly the 8 orders committed "
-            "before the target."
+        print("the point-in-time restore brought back exactly the 8 orders committed before it")
+
+        step("proving it again, unattended: a restore drill and a repository check")
+        policy = base / "policy.toml"
+        policy.write_text(
+            '[verify]\ntimeout_s = 300\n\n[[verify.checks]]\nname = "orders before the DELETE"\n'
+            'database = "postgres"\nquery = "SELECT count(*) FROM orders"\nmin = 8\n'
         )
+        janua(config, "verify", "--policy", str(policy), "--target-time", target, "--amcheck")
+        janua(config, "verify", "--repo")
+        janua(config, "list")
+        print("\nOK: backup, point-in-time restore and verification all passed.")
         return 0
     finally:
         for cluster in reversed(clusters):
