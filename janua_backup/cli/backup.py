@@ -13,12 +13,27 @@ from janua_backup.cli.app import cli, context, json_option
 @click.option("--level", type=int, help="Compression level (gzip 1-9, zstd 1-19).")
 @click.option("--jobs", type=int, help="Files compressed and uploaded at once (default: cores).")
 @click.option("--keep", is_flag=True, help="Pin the backup: retention never expires it.")
+@click.option(
+    "--type",
+    "backup_type",
+    type=click.Choice(["full", "incr"]),
+    default="full",
+    show_default=True,
+    help="incr: store only files changed since the newest backup (full if there is none).",
+)
 @json_option
 def backup(
-    compression: str | None, level: int | None, jobs: int | None, keep: bool, as_json: bool
+    compression: str | None,
+    level: int | None,
+    jobs: int | None,
+    keep: bool,
+    backup_type: str,
+    as_json: bool,
 ) -> None:
-    """Take a full base backup of the running cluster.
+    """Take a base backup of the running cluster, full or incremental.
 
+    An incremental reads every file, and references the newest backup's copy
+    of each one whose SHA-256 is unchanged instead of storing it again.
     Only one backup or expire of a cluster runs at a time (a lock in the
     repository); a second one exits 42 naming the holder.
     """
@@ -29,7 +44,7 @@ def backup(
         context().settings(backup={"jobs": jobs}), compression, level
     )
     meter = output.ProgressMeter(0, "backup")
-    result = command.run(settings, progress=meter, keep=keep)
+    result = command.run(settings, progress=meter, keep=keep, backup_type=backup_type)
     meter.close()
     output.backup(result, as_json)
 

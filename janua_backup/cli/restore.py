@@ -12,7 +12,7 @@ from janua_backup.cli.app import cli, context, json_option
     "--pgdata",
     required=True,
     type=click.Path(file_okay=False),
-    help="Empty or new directory to restore into.",
+    help="Empty or new directory to restore into (with --delta: this cluster's, stopped).",
 )
 @click.option("--target-time", help="Recover to this time: ISO 8601 with Z or an offset.")
 @click.option("--timezone", help="Zone for a --target-time without offset, e.g. Europe/Paris.")
@@ -36,6 +36,12 @@ from janua_backup.cli.app import cli, context, json_option
 @click.option("--backup-id", help="Restore this backup instead of the best one for the target.")
 @click.option("--standby", is_flag=True, help="Write standby.signal (build a replica).")
 @click.option("--jobs", type=int, help="Objects fetched at once (default: cores).")
+@click.option(
+    "--delta",
+    is_flag=True,
+    help="Reuse files of a stopped data directory of the same cluster whose SHA-256 matches; "
+    "fetch only the rest and remove what the backup does not have.",
+)
 @json_option
 def restore(
     pgdata: str,
@@ -51,13 +57,16 @@ def restore(
     backup_id: str | None,
     standby: bool,
     jobs: int | None,
+    delta: bool,
     as_json: bool,
 ) -> None:
     """Restore a backup and set PostgreSQL up to replay WAL to a target.
 
     Without a target, recovery replays to the end of the archived WAL.
     Nothing is written if the directory is not empty or the target lies
-    outside the recoverable window.
+    outside the recoverable window. With --delta the directory may hold this
+    cluster's data directory (PostgreSQL stopped): matching files are kept,
+    the rest fetched; until it completes the directory cannot be started.
     """
     from janua_backup import output
     from janua_backup.commands import restore as command
@@ -76,6 +85,7 @@ def restore(
         timeline=target_timeline,
         backup_id=backup_id,
         standby=standby,
+        delta=delta,
     )
     if request.target.time is not None and not as_json:
         click.echo(f"target time resolves to {request.recovery_target.value} (UTC)", err=True)

@@ -1,4 +1,4 @@
-"""``backup``: a full base backup through the non-exclusive low-level API.
+"""``backup``: a full or incremental base backup through the non-exclusive low-level API.
 
 Order matters and is the safety argument:
 1. refuse a cluster without WAL archiving (its backup could never be made consistent);
@@ -9,6 +9,17 @@ Order matters and is the safety argument:
    then confirm that segment really is in the repository;
 6. commit the manifest, last. Any failure before 6 leaves no listed backup,
    and the objects already written are removed.
+
+Incremental (``backup_type="incr"``): the parent is the newest committed backup
+of any type, as pgBackRest does, provided it is of this cluster, this major
+version and this encryption; else (or when there is none) a full backup is
+taken and the result says why. Between 3 and 4 every file the parent holds
+with the same path and size is read and hashed; an equal SHA-256 makes the new
+manifest reference the parent's bytes instead of storing them again
+(``transfer.reuse_unchanged`` says why content, not mtime, decides). The
+parent and every backup its references name cannot disappear meanwhile: expire
+takes the same cluster lock, and retention keeps the ``depends_on`` chain of
+every backup it keeps. Only this backup's own objects are ever removed on failure.
 """
 
 from __future__ import annotations
@@ -19,26 +30,33 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from janua_backup import locks
 from janua_backup.commands.common import jobs, open_repo
 from janua_backup.config import Settings
-from janua_backup.errors import BackupError, JanuaError
+from janua_backup.errors import (
+    BackupError,
+    FormatError,
+    InputError,
+    IntegrityError,
+    JanuaError,
+)
 from janua_backup.pg import conn as pgconn
 from janua_backup.pg import control, datadir
 from janua_backup.pg.lowlevel import BackupStop, LowLevelBackup
 from janua_backup.pg.wal import WalSegment
 from janua_backup.repository import catalog, layout, marker, pins, transfer
-from janua_backup.repository.manifest import FileEntry, Manifest
+from janua_backup.repository.manifest import FileEntry, Manifest, required_format
 from janua_backup.repository.objects import Repo
 from janua_backup.repository.transfer import Progress, SourceFile
 
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "cluster"  # backup and expire of one cluster exclude each other
+BACKUP_TYPES = ("full", "incr")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +65,17 @@ class BackupResult:
     duration_s: float
     cleaned: tuple[str, ...]
     pinned: bool = False
+    requested_type: str = "full"
+    note: str = ""  # why an incremental was taken as a full backup, if it was
+
+    @property
+    def referenced_bytes(self) -> int:
+        return sum(f.size_bytes for f in self.manifest.referenced_files)
+
+    @property
+    def stored_files(self) -> int:
+        """Files whose bytes this backup stored itself."""
+        return sum(1 for f in self.manifest.files if f.kind == "file" and not f.referenced)
 
 
 def run(
@@ -55,15 +84,21 @@ def run(
     *,
     cancel: threading.Event | None = None,
     keep: bool = False,
+    backup_type: str = "full",
 ) -> BackupResult:
-    """A full backup under the cluster lock; ``cancel`` abandons it cleanly (the daemon's
-    SIGTERM): nothing is committed and what was written is removed."""
+    """A full or incremental (``backup_type="incr"``) backup under the cluster lock;
+    ``cancel`` abandons it cleanly (the daemon's SIGTERM): nothing is committed and
+    what was written is removed."""
+    if backup_type not in BACKUP_TYPES:
+        raise InputError(f"backup type {backup_type!r} is not one of {', '.join(BACKUP_TYPES)}")
     repo = open_repo(settings)
     with locks.hold(repo.storage, LOCK_NAME, purpose="backup") as lock:
-        result = _run(settings, repo, _guard(progress, lock, cancel), lock)
+        result = _run(settings, repo, _guard(progress, lock, cancel), lock, backup_type)
     if keep:
         pins.pin(repo, result.manifest.backup_id, "backup --keep")
-    return BackupResult(result.manifest, result.duration_s, result.cleaned, keep)
+    return BackupResult(
+        result.manifest, result.duration_s, result.cleaned, keep, backup_type, result.note
+    )
 
 
 def _guard(
@@ -82,7 +117,11 @@ def _guard(
 
 
 def _run(
-    settings: Settings, repo: Repo, progress: Callable[[int], None], lock: locks.LockHandle
+    settings: Settings,
+    repo: Repo,
+    progress: Callable[[int], None],
+    lock: locks.LockHandle,
+    backup_type: str,
 ) -> BackupResult:
     started = time.monotonic()
     with pgconn.connect(settings.postgres.dsn) as conn:
@@ -97,16 +136,23 @@ def _run(
             pg_major=facts.major,
         )
         cleaned = catalog.clean_incomplete(repo)
-        backup_id = layout.new_backup_id(datetime.now(UTC))
+        parent, note = _parent(repo, facts) if backup_type == "incr" else (None, "")
+        backup_id = _new_backup_id(repo)
         log.info("backup begins backup_id=%s pgdata=%s repo=%s", backup_id, pgdata, repo.describe())
         session = LowLevelBackup(conn, facts.version_num)
         try:
             begin = session.start(f"janua-backup {backup_id}")
             sources = _sources(pgdata)
+            to_store = [s for s in sources if s.entry.kind == "file"]
+            reuse = transfer.Reuse(to_store, [], [])
+            if parent is not None:
+                reuse = transfer.reuse_unchanged(
+                    repo, parent, to_store, jobs=jobs(settings), progress=progress
+                )
             files, objects = transfer.upload(
                 repo,
                 backup_id,
-                [s for s in sources if s.entry.kind == "file"],
+                reuse.upload,
                 jobs=jobs(settings),
                 bundle_limit=settings.backup.bundle_limit_bytes,
                 bundle_size=settings.backup.bundle_size_bytes,
@@ -126,9 +172,12 @@ def _run(
             _discard(repo, backup_id)
             raise
     others = [s.entry for s in sources if s.entry.kind != "file"]  # no bytes to store
+    if parent is not None and not reuse.referenced:
+        note = f"no file was unchanged since backup {parent.backup_id}: stored as a full backup"
+        parent = None
     manifest = Manifest(
         backup_id=backup_id,
-        backup_type="full",
+        backup_type="full" if parent is None else "incr",
         start_lsn=begin.lsn,
         stop_lsn=stop.lsn,
         start_time=begin.time,
@@ -142,10 +191,12 @@ def _run(
         encrypted=repo.key is not None,
         backup_label=stop.backup_label,
         tablespace_map=stop.tablespace_map,
-        files=tuple(sorted([*files, *others], key=lambda f: f.path)),
-        objects=tuple(objects),
+        files=tuple(sorted([*files, *reuse.referenced, *others], key=lambda f: f.path)),
+        objects=(*objects, *reuse.objects),
         host=socket.gethostname(),
+        depends_on=parent.backup_id if parent is not None else None,
     )
+    manifest = replace(manifest, format_version=required_format(manifest))
     try:
         lock.check()  # never commit a backup another process may be cleaning up
     except JanuaError:
@@ -154,13 +205,49 @@ def _run(
     catalog.commit(repo, manifest)
     duration = time.monotonic() - started
     log.info(
-        "backup done backup_id=%s size=%d stored=%d duration_s=%.1f",
+        "backup done backup_id=%s type=%s depends_on=%s size=%d stored=%d referenced=%d "
+        "duration_s=%.1f",
         backup_id,
+        manifest.backup_type,
+        manifest.depends_on,
         manifest.original_size_bytes,
         manifest.stored_size_bytes,
+        len(reuse.referenced),
         duration,
     )
-    return BackupResult(manifest, duration, tuple(cleaned))
+    return BackupResult(manifest, duration, tuple(cleaned), note=note)
+
+
+def _new_backup_id(repo: Repo) -> str:
+    """An id no backup has: ids have one-second resolution, and a small incremental
+    can follow its parent within the same second. Reusing an id would write into a
+    committed backup's prefix, and the clean-up of the failed backup would then
+    remove that backup's objects."""
+    taken = set(catalog.backup_ids(repo)[0])
+    while (backup_id := layout.new_backup_id(datetime.now(UTC))) in taken:
+        time.sleep(0.2)
+    return backup_id
+
+
+def _parent(repo: Repo, facts: pgconn.ServerFacts) -> tuple[Manifest | None, str]:
+    """The backup an incremental builds on, or None and why a full backup is taken."""
+    done, _ = catalog.backup_ids(repo)
+    if not done:
+        return None, "no earlier backup to build an incremental on: took a full backup"
+    try:
+        parent = catalog.load(repo, done[-1])
+    except (FormatError, IntegrityError, InputError) as exc:  # damaged: build on nothing
+        return None, f"the newest backup {done[-1]} cannot be read ({exc}): took a full backup"
+    why = ""
+    if parent.system_identifier != facts.system_identifier:
+        why = f"is of cluster {parent.system_identifier}"
+    elif parent.pg_version_num // 10000 != facts.version_num // 10000:
+        why = f"is of PostgreSQL {parent.pg_version_num // 10000}"
+    elif parent.encrypted != (repo.key is not None):
+        why = "is " + ("encrypted" if parent.encrypted else "not encrypted")
+    if why:
+        return None, f"the newest backup {parent.backup_id} {why}: took a full backup"
+    return parent, ""
 
 
 def _check_server(facts: pgconn.ServerFacts, settings: Settings) -> None:

@@ -5,7 +5,15 @@ parsed and checked against the recoverable window, the directory (and every
 tablespace location) must be empty, the key must match. Only then is the
 plan printed and the data fetched. If fetching fails half-way (a damaged
 object), what was written is removed again: a half-restored data directory
-without its backup_label would start as if it were consistent.
+without its backup_label would start as if it were consistent. For the same
+reason ``global/pg_control`` is written under a temporary name and moved into
+place last, after ``backup_label`` and the recovery settings: a restore killed
+at any earlier moment (SIGKILL, power loss) leaves a directory PostgreSQL
+refuses to start, never one it would start as if it were consistent.
+
+An incremental backup restores like a full one: its manifest lists every file
+and the backup holding each file's bytes. With ``delta`` a non-empty directory
+of the same cluster is brought to the backup instead (``restore_delta``).
 """
 
 from __future__ import annotations
@@ -19,16 +27,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from janua_backup.commands import restore_delta
 from janua_backup.commands.common import jobs, open_repo
 from janua_backup.config import Settings
-from janua_backup.errors import InputError, RestoreError
+from janua_backup.errors import InputError, JanuaError, RestoreError
 from janua_backup.localfs import atomic_write
 from janua_backup.pg import recovery
 from janua_backup.pg.wal import WalSegment
-from janua_backup.repository import catalog, marker, transfer, window
+from janua_backup.repository import catalog, marker, window
 from janua_backup.repository.manifest import Manifest
 from janua_backup.repository.select import Choice, Target, choose
-from janua_backup.repository.transfer import Placement, Progress
+from janua_backup.repository.transfer import Progress
+from janua_backup.repository.transfer_download import Fetched, apply_metadata, download, owner_ids
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +52,7 @@ class RestoreRequest:
     standby: bool = False
     requested_timeline: int | None = None
     tablespace_dir: Path | None = None  # relocate every tablespace under it, by OID (drills)
+    delta: bool = False  # a non-empty directory of the same cluster: reuse matching files
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +66,9 @@ class RestorePlan:
     stored_bytes: int
     target: str
     pgdata: str
+    delta: bool = False  # into a non-empty directory, reusing what matches
+    backup_type: str = "full"
+    depends_on: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +78,20 @@ class RestoreResult:
     duration_s: float
     files_written: list[str] = field(default_factory=list)
     start_command: str = ""
+    fetched_files: int = 0
+    fetched_bytes: int = 0
+    reused_files: int = 0
+    reused_bytes: int = 0
+    removed_entries: int = 0  # delta: files and directories the backup does not have
 
 
 def prepare(settings: Settings, request: RestoreRequest) -> tuple[Choice, RestorePlan]:
     """Every check that can refuse, and the plan; writes nothing."""
-    _check_empty(request.pgdata, "target directory")
+    delta = request.delta and restore_delta.has_entries(request.pgdata)
+    if delta and request.tablespace_dir is not None:
+        raise InputError("restore --delta cannot relocate tablespaces; restore into an empty dir")
+    if not delta:
+        _check_empty(request.pgdata, "target directory")
     repo = open_repo(settings)
     found = marker.read(repo)
     if found is None:
@@ -81,9 +104,13 @@ def prepare(settings: Settings, request: RestoreRequest) -> tuple[Choice, Restor
         for m in manifests
     ]
     choice = choose(pairs, request.target, request.backup_id)
-    for location in _tablespace_locations(choice.manifest, request.tablespace_dir).values():
-        _check_empty(Path(location), "tablespace location")
     m = choice.manifest
+    locations = _tablespace_locations(m, request.tablespace_dir)
+    if delta:
+        restore_delta.check_target(request.pgdata, m, locations)
+    else:
+        for location in locations.values():
+            _check_empty(Path(location), "tablespace location")
     plan = RestorePlan(
         backup_id=m.backup_id,
         backup_stop_time=m.stop_time.isoformat(),
@@ -91,9 +118,12 @@ def prepare(settings: Settings, request: RestoreRequest) -> tuple[Choice, Restor
         last_wal=choice.window.last_segment,
         timeline=choice.window.timeline,
         fetch_bytes=m.original_size_bytes,
-        stored_bytes=m.stored_size_bytes,
+        stored_bytes=m.fetch_stored_bytes,
         target=describe_target(request.target),
         pgdata=str(request.pgdata),
+        delta=delta,
+        backup_type=m.backup_type,
+        depends_on=m.depends_on,
     )
     return choice, plan
 
@@ -105,6 +135,8 @@ def execute(
     plan: RestorePlan,
     progress: Progress | None = None,
 ) -> RestoreResult:
+    if plan.delta:
+        return _execute_delta(settings, request, choice, plan, progress)
     started = time.monotonic()
     repo = open_repo(settings)
     manifest = choice.manifest
@@ -115,11 +147,15 @@ def execute(
     chown = os.geteuid() == 0
     try:
         _make_tree(request.pgdata, manifest, request.tablespace_dir, chown=chown)
-        placement = Placement(resolve=lambda p: request.pgdata / p, chown=chown)
-        written = transfer.download(
-            repo, manifest, placement, jobs=jobs(settings), progress=progress
+        fetched = download(
+            repo,
+            manifest,
+            restore_delta.placement(request.pgdata, chown),
+            jobs=jobs(settings),
+            progress=progress,
         )
         files = _write_recovery(settings, request, manifest, chown=chown)
+        restore_delta.install_control(request.pgdata)
     except OSError as exc:
         # A full disk or a lost mount mid-restore: one sentence, not a traceback.
         _undo(request.pgdata, manifest, request.tablespace_dir, created)
@@ -133,11 +169,92 @@ def execute(
         raise
     duration = time.monotonic() - started
     log.info(
-        "restore done backup_id=%s bytes=%d duration_s=%.1f", manifest.backup_id, written, duration
+        "restore done backup_id=%s bytes=%d duration_s=%.1f",
+        manifest.backup_id,
+        fetched.bytes_written,
+        duration,
     )
+    return _result(plan, fetched, duration, files, request.pgdata)
+
+
+def _result(
+    plan: RestorePlan,
+    fetched: Fetched,
+    duration: float,
+    files: list[Path],
+    pgdata: Path,
+    comparison: restore_delta.Comparison | None = None,
+    removed: int = 0,
+) -> RestoreResult:
     return RestoreResult(
-        plan, written, duration, [str(f) for f in files], _start_command(request.pgdata)
+        plan,
+        fetched.bytes_written,
+        duration,
+        [str(f) for f in files],
+        _start_command(pgdata),
+        fetched_files=fetched.files,
+        fetched_bytes=fetched.bytes_written,
+        reused_files=len(comparison.reused) if comparison else 0,
+        reused_bytes=comparison.reused_bytes if comparison else 0,
+        removed_entries=removed,
     )
+
+
+def _execute_delta(
+    settings: Settings,
+    request: RestoreRequest,
+    choice: Choice,
+    plan: RestorePlan,
+    progress: Progress | None,
+) -> RestoreResult:
+    """See ``restore_delta`` for the order and why. A failure leaves the directory
+    unstartable, and the message says so: nothing is undone, a rerun finishes it."""
+    started = time.monotonic()
+    repo = open_repo(settings)
+    manifest, root = choice.manifest, request.pgdata
+    chown = os.geteuid() == 0
+    locations = _tablespace_locations(manifest, None)
+    log.info("delta restore begins backup_id=%s pgdata=%s", manifest.backup_id, root)
+    restore_delta.check_not_running(root)  # again: the plan was shown since the first check
+    try:
+        restore_delta.disable_start(root)
+    except OSError as exc:
+        raise RestoreError(f"cannot set {root}/global/pg_control aside: {exc.strerror}") from exc
+    try:
+        removed = restore_delta.clean(root, manifest, locations)
+        _make_tree(root, manifest, None, chown=chown)
+        comparison = restore_delta.compare(
+            manifest, lambda p: root / p, jobs=jobs(settings), chown=chown, progress=progress
+        )
+        fetched = download(
+            repo,
+            manifest,
+            restore_delta.placement(root, chown),
+            jobs=jobs(settings),
+            progress=progress,
+            files=comparison.fetch,
+        )
+        files = _write_recovery(settings, request, manifest, chown=chown)
+        restore_delta.install_control(root)
+        restore_delta.finish(root)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise RestoreError(
+            f"delta restore into {root} failed{where}: {exc.strerror or exc}; "
+            + restore_delta.left_unstartable(root)
+        ) from exc
+    except JanuaError as exc:
+        raise type(exc)(f"{exc.message}; {restore_delta.left_unstartable(root)}") from exc
+    duration = time.monotonic() - started
+    log.info(
+        "delta restore done backup_id=%s reused=%d fetched=%d removed=%d duration_s=%.1f",
+        manifest.backup_id,
+        len(comparison.reused),
+        fetched.files,
+        removed,
+        duration,
+    )
+    return _result(plan, fetched, duration, files, root, comparison, removed)
 
 
 def _check_empty(path: Path, what: str) -> None:
@@ -194,18 +311,20 @@ def _make_tree(root: Path, manifest: Manifest, relocate_to: Path | None, *, chow
             target = Path(locations.get(entry.path) or entry.link_target or "")
             target.mkdir(mode=0o700, parents=True, exist_ok=True)
             if chown:
-                os.chown(target, *transfer.owner_ids(entry))
-            (root / entry.path).symlink_to(target)
-            transfer.apply_metadata(root / entry.path, entry, chown=chown)
+                os.chown(target, *owner_ids(entry))
+            link = root / entry.path
+            if not (link.is_symlink() and os.readlink(link) == str(target)):  # delta: kept
+                link.symlink_to(target)
+            apply_metadata(link, entry, chown=chown)
     for entry in manifest.files:
         if entry.kind == "dir" and entry.path not in ("", "."):
-            transfer.apply_metadata(root / entry.path, entry, chown=chown)
+            apply_metadata(root / entry.path, entry, chown=chown)
     if root_entry is not None:
-        transfer.apply_metadata(root, root_entry, chown=chown)
+        apply_metadata(root, root_entry, chown=chown)
     elif chown:
         owner = next((e for e in manifest.files if e.kind == "file"), None)
         if owner is not None:
-            os.chown(root, *transfer.owner_ids(owner))
+            os.chown(root, *owner_ids(owner))
     os.chmod(root, 0o700)
 
 
@@ -224,7 +343,7 @@ def _write_recovery(
     written += recovery.write_recovery(root, text, standby=request.standby)
     if chown and owner is not None:
         for path in written:
-            os.chown(path, *transfer.owner_ids(owner))
+            os.chown(path, *owner_ids(owner))
     return written
 
 

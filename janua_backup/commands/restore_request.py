@@ -31,6 +31,7 @@ def build_request(
     timeline: str | None,
     backup_id: str | None,
     standby: bool,
+    delta: bool = False,
 ) -> RestoreRequest:
     given = {
         k: v
@@ -63,6 +64,7 @@ def build_request(
         backup_id=backup_id,
         standby=standby,
         requested_timeline=requested_tli,
+        delta=delta,
     )
 
 

@@ -70,6 +70,13 @@ def backup(result: BackupResult, as_json: bool) -> None:
                 "duration_s": round(result.duration_s, 3),
                 "removed_incomplete": list(result.cleaned),
                 "pinned": result.pinned,
+                "type": m.backup_type,
+                "requested_type": result.requested_type,
+                "depends_on": m.depends_on,
+                "referenced_files": len(m.referenced_files),
+                "referenced_bytes": result.referenced_bytes,
+                "stored_files": result.stored_files,
+                "note": result.note or None,
             }
         )
         return
@@ -82,6 +89,13 @@ def backup(result: BackupResult, as_json: bool) -> None:
         f"  WAL {m.start_lsn} .. {m.stop_lsn} on timeline {m.timeline}; restorable from "
         f"{utc(m.stop_time)}"
     )
+    if m.depends_on:
+        print(
+            f"  incremental on top of {m.depends_on}: {len(m.referenced_files)} files referenced "
+            f"({size(result.referenced_bytes)}), {result.stored_files} stored"
+        )
+    if result.note:
+        print(f"  {result.note}")
     for removed in result.cleaned:
         print(f"  removed the leftovers of interrupted backup {removed}")
 
@@ -156,10 +170,13 @@ def plan(p: RestorePlan, as_json: bool) -> None:
     out = sys.stderr
     print("restore plan:", file=out)
     print(f"  backup      {p.backup_id} (consistent at {p.backup_stop_time})", file=out)
+    if p.depends_on:
+        print(f"  type        incremental on top of {p.depends_on}", file=out)
     print(f"  target      {p.target}", file=out)
     print(f"  WAL needed  {p.first_wal} .. {p.last_wal or '?'} (timeline {p.timeline})", file=out)
     print(f"  to fetch    {size(p.stored_bytes)} stored, {size(p.fetch_bytes)} restored", file=out)
-    print(f"  into        {p.pgdata}", file=out)
+    delta = " (delta: files already there with the right SHA-256 are kept)" if p.delta else ""
+    print(f"  into        {p.pgdata}{delta}", file=out)
 
 
 def restore(result: RestoreResult, as_json: bool) -> None:
@@ -177,6 +194,12 @@ def restore(result: RestoreResult, as_json: bool) -> None:
                 "duration_s": round(result.duration_s, 3),
                 "files_written": result.files_written,
                 "start_command": result.start_command,
+                "delta": p.delta,
+                "fetched_files": result.fetched_files,
+                "fetched_bytes": result.fetched_bytes,
+                "reused_files": result.reused_files,
+                "reused_bytes": result.reused_bytes,
+                "removed_entries": result.removed_entries,
             }
         )
         return
@@ -184,6 +207,12 @@ def restore(result: RestoreResult, as_json: bool) -> None:
         f"restored backup {p.backup_id} into {p.pgdata}: {size(result.written_bytes)} "
         f"in {result.duration_s:.1f}s"
     )
+    if p.delta:
+        print(
+            f"  delta: reused {result.reused_files} files ({size(result.reused_bytes)}), "
+            f"fetched {result.fetched_files} ({size(result.fetched_bytes)}), "
+            f"removed {result.removed_entries} entries the backup does not have"
+        )
     for path in result.files_written:
         print(f"  wrote {path}")
     print(f"PostgreSQL will replay WAL to the {p.target} when started:")

@@ -9,6 +9,12 @@ newest segment archived on that path: the first gap (or a damaged segment)
 is what the backup can be restored up to. Every WAL segment a backup needs is
 read and verified too.
 
+Incremental backups: a manifest lists the objects of other backups it
+references, each with the backup that holds it. Each object is read once,
+from its holder, however many manifests list it; every file any of them
+places in it is hashed, and a damaged or missing object counts against every
+backup that needs it (the message names them).
+
 A damaged, missing or undecryptable object is a ``Problem`` to report, never
 an exception; storage that cannot be reached (or refuses us) raises, because
 then the check itself could not run. At most ``jobs`` objects are read at
@@ -21,7 +27,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from janua_backup.errors import (
@@ -97,12 +103,26 @@ class RepoCheck:
 
 @dataclass(frozen=True, slots=True)
 class _Read:
-    """The outcome of reading one object."""
+    """The outcome of reading one object (``holder``: the backup storing it; None: WAL)."""
 
-    backup_id: str | None
+    holder: str | None
     name: str
     bytes_read: int
     problems: tuple[Problem, ...] = ()
+    key: _ObjectKey | None = None
+
+
+_ObjectKey = tuple[str, StoredObject]  # (holder, the object as listed, without its holder)
+
+
+@dataclass
+class _ObjectJob:
+    """One stored object to read, and what every manifest listing it says it holds."""
+
+    holder: str
+    obj: StoredObject
+    files: dict[tuple[str, int, int, str], FileEntry]  # deduplicated across manifests
+    needed_by: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,11 +152,13 @@ def check(repo: Repo, segment_size: int, *, jobs: int, backup_id: str | None = N
     problems += archive_problems
     paths = {m.backup_id: _paths(m, index) for m in manifests}
     needed = {w.name: w for ps in paths.values() for p in ps for w in p.needed}
-    tasks = [_object_task(repo, m, obj) for m in manifests for obj in _big_first(m.objects)]
+    objects = _object_jobs(manifests)
+    tasks = [_object_task(repo, key, job) for key, job in _big_first(objects)]
     tasks += [_wal_task(repo, wal, segment_size) for _, wal in sorted(needed.items())]
     reads = run_bounded(tasks, lambda task: task(), jobs)
     problems += [p for r in reads for p in r.problems]
-    damaged_wal = {r.name for r in reads if r.backup_id is None and r.problems}
+    by_object = {r.key: r for r in reads if r.key is not None}
+    damaged_wal = {r.name for r in reads if r.holder is None and r.problems}
     if damaged_wal:  # a damaged segment is a gap: walk again without it
         index = _without(index, damaged_wal)
         paths = {m.backup_id: _paths(m, index) for m in manifests}
@@ -144,10 +166,10 @@ def check(repo: Repo, segment_size: int, *, jobs: int, backup_id: str | None = N
         problems += _wal_problems(m, paths[m.backup_id], damaged_wal)
     return RepoCheck(
         backups=tuple(
-            _verdict(m, paths[m.backup_id], [r for r in reads if r.backup_id == m.backup_id])
+            _verdict(m, paths[m.backup_id], [by_object[k] for k in _object_keys(m)])
             for m in manifests
         ),
-        objects_checked=sum(len(m.objects) for m in manifests),
+        objects_checked=len(objects),
         bytes_read=sum(r.bytes_read for r in reads),
         wal_checked=len(needed),
         problems=tuple(_ordered(problems)),
@@ -347,22 +369,42 @@ def _utc(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
 
 
-def _big_first(objects: Iterable[StoredObject]) -> list[StoredObject]:
-    return sorted(objects, key=lambda o: -o.stored_size_bytes)
+def _big_first(objects: dict[_ObjectKey, _ObjectJob]) -> list[tuple[_ObjectKey, _ObjectJob]]:
+    return sorted(objects.items(), key=lambda item: -item[1].obj.stored_size_bytes)
 
 
-def _object_task(repo: Repo, manifest: Manifest, obj: StoredObject) -> Callable[[], _Read]:
-    files = sorted(
-        (f for f in manifest.files if f.kind == "file" and f.object == obj.name),
-        key=lambda f: f.offset,
-    )
-    return lambda: _check_object(repo, manifest.backup_id, obj, files)
+def _object_keys(manifest: Manifest) -> list[_ObjectKey]:
+    return [(manifest.holder(o.backup_id), replace(o, backup_id=None)) for o in manifest.objects]
 
 
-def _check_object(repo: Repo, backup_id: str, obj: StoredObject, files: list[FileEntry]) -> _Read:
+def _object_jobs(manifests: Sequence[Manifest]) -> dict[_ObjectKey, _ObjectJob]:
+    """Every object any manifest lists, once per holder and recorded digests (two
+    manifests disagreeing on an object's digests get a read each, so each is judged)."""
+    jobs: dict[_ObjectKey, _ObjectJob] = {}
+    for m in manifests:
+        keys = dict(zip(((o.name, o.backup_id) for o in m.objects), _object_keys(m), strict=True))
+        for key in keys.values():
+            job = jobs.setdefault(key, _ObjectJob(key[0], key[1], {}, []))
+            job.needed_by.append(m.backup_id)
+        for f in m.files:
+            if f.kind == "file" and f.object is not None and (f.object, f.backup_id) in keys:
+                files = jobs[keys[(f.object, f.backup_id)]].files
+                files.setdefault((f.path, f.offset, f.size_bytes, f.sha256), f)
+    return jobs
+
+
+def _object_task(repo: Repo, key: _ObjectKey, job: _ObjectJob) -> Callable[[], _Read]:
+    files = sorted(job.files.values(), key=lambda f: (f.offset, f.size_bytes))
+    return lambda: _check_object(repo, key, job, files)
+
+
+def _check_object(
+    repo: Repo, object_key: _ObjectKey, job: _ObjectJob, files: list[FileEntry]
+) -> _Read:
+    backup_id, obj = job.holder, job.obj
     key = layout.data_key(backup_id, obj.name)
     counted = _Counted(repo.storage)
-    taps = _FileTaps(files)
+    taps = _Views(files)
     where = f"backup {backup_id} object {obj.name}"
     try:
         for chunk in Repo(counted, repo.spec).get(
@@ -373,23 +415,23 @@ def _check_object(repo: Repo, backup_id: str, obj: StoredObject, files: list[Fil
             taps.feed(chunk)
         taps.finish()
     except ObjectNotFound:
-        message = f"{where} is missing: the backup cannot be restored; take a new backup"
+        message = f"{where} is missing: {_cost(job)}; take a new backup"
         problem = Problem(ProblemKind.MISSING_OBJECT, message, backup_id, key)
-        return _Read(backup_id, obj.name, counted.bytes_read, (problem,))
+        return _Read(backup_id, obj.name, counted.bytes_read, (problem,), object_key)
     except DecryptionError as exc:
         problem = Problem(ProblemKind.UNDECRYPTABLE_OBJECT, f"{where}: {exc}", backup_id, key)
-        return _Read(backup_id, obj.name, counted.bytes_read, (problem,))
+        return _Read(backup_id, obj.name, counted.bytes_read, (problem,), object_key)
     except _DAMAGE as exc:
-        message = f"{where} is damaged ({exc}): the backup cannot be restored; take a new backup"
+        message = f"{where} is damaged ({exc}): {_cost(job)}; take a new backup"
         problem = Problem(ProblemKind.DAMAGED_OBJECT, message, backup_id, key)
-        return _Read(backup_id, obj.name, counted.bytes_read, (problem,))
+        return _Read(backup_id, obj.name, counted.bytes_read, (problem,), object_key)
     finally:
         counted.close()
     mismatches = tuple(
         Problem(ProblemKind.FILE_MISMATCH, f"{where}: {text}", backup_id, key)
         for text in taps.mismatches
     )
-    return _Read(backup_id, obj.name, counted.bytes_read, mismatches)
+    return _Read(backup_id, obj.name, counted.bytes_read, mismatches, object_key)
 
 
 def _wal_task(repo: Repo, wal: ArchivedWal, segment_size: int) -> Callable[[], _Read]:
@@ -416,6 +458,39 @@ def _check_wal(repo: Repo, wal: ArchivedWal, segment_size: int) -> _Read:
     finally:
         counted.close()
     return _Read(None, wal.name, counted.bytes_read)
+
+
+def _cost(job: _ObjectJob) -> str:
+    if len(job.needed_by) <= 1:
+        return "the backup cannot be restored"
+    return f"backups {', '.join(job.needed_by)} cannot be restored"
+
+
+class _Views:
+    """Files of one object as several manifests see it, split into lists whose files do
+    not overlap (one, unless manifests disagree), each hashed by its own ``_FileTaps``."""
+
+    def __init__(self, files: list[FileEntry]) -> None:
+        views: list[list[FileEntry]] = []
+        for entry in files:  # sorted by offset
+            view = next((v for v in views if v[-1].offset + v[-1].size_bytes <= entry.offset), None)
+            if view is None:
+                views.append([entry])
+            else:
+                view.append(entry)
+        self._taps = [_FileTaps(v) for v in views] or [_FileTaps([])]
+
+    def feed(self, chunk: bytes) -> None:
+        for taps in self._taps:
+            taps.feed(chunk)
+
+    def finish(self) -> None:
+        for taps in self._taps:
+            taps.finish()
+
+    @property
+    def mismatches(self) -> list[str]:
+        return [m for taps in self._taps for m in taps.mismatches]
 
 
 class _FileTaps:

@@ -6,28 +6,47 @@ plaintext), every stored object with its plain and stored digests, the
 start/stop LSNs and times, the timeline, the server version and identity, and
 the backup_label / tablespace_map PostgreSQL returned. It is itself stored
 through the pipeline, so it is checksummed (and encrypted) like any object.
+
+Incremental backups (format 2). A file that did not change since the parent
+backup is *referenced*: its entry names the object and the backup that holds
+the object (``FileEntry.backup_id``), and the manifest lists that object too,
+with the same ``backup_id`` and its digests, so a restore or a check needs this
+one manifest and nothing else. References are flattened: they always name the
+backup that physically holds the bytes, never an intermediate incremental, so
+restoring any backup reads at most one object per stored object and a chain
+never has to be walked. ``depends_on`` names the parent; every backup a
+reference names is in the ``depends_on`` chain (the parent's references are in
+its own chain), which is what retention keeps.
+
+Compatibility: a manifest without references is written exactly as format 1
+(no ``backup_id`` keys), so older janua-backup versions still read full
+backups. One with references is written as format 2: an older reader would
+ignore ``backup_id`` and read the file from the wrong backup's prefix, so it
+must refuse the manifest ("newer than this janua-backup understands") instead.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from janua_backup.errors import FormatError
 from janua_backup.pg.wal import Lsn
 
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # the newest format this version reads and writes
+PLAIN_FORMAT = 1  # written when no file is referenced: readable by every version
 
 
 @dataclass(frozen=True, slots=True)
 class StoredObject:
-    name: str  # relative to the backup's prefix, e.g. "data/000003"
+    name: str  # relative to the holding backup's prefix, e.g. "data/000003"
     plain_size_bytes: int
     plain_sha256: str
     stored_size_bytes: int
     stored_sha256: str
+    backup_id: str | None = None  # None: stored by this backup; else under that backup's prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,12 +64,17 @@ class FileEntry:
     link_target: str | None = None
     object: str | None = None  # StoredObject.name holding the bytes
     offset: int = 0  # where the file starts in that object's plaintext
+    backup_id: str | None = None  # the backup holding ``object``; None: this one
+
+    @property
+    def referenced(self) -> bool:
+        return self.backup_id is not None
 
 
 @dataclass(frozen=True, slots=True)
 class Manifest:
     backup_id: str
-    backup_type: str
+    backup_type: str  # "full" or "incr"
     start_lsn: Lsn
     stop_lsn: Lsn
     start_time: datetime
@@ -67,8 +91,8 @@ class Manifest:
     files: tuple[FileEntry, ...]
     objects: tuple[StoredObject, ...]
     host: str = ""
-    depends_on: str | None = None  # incremental: the backup whose objects files may reference
-    format_version: int = MANIFEST_FORMAT
+    depends_on: str | None = None  # incremental: the parent backup (retention keeps the chain)
+    format_version: int = PLAIN_FORMAT  # as read; to_json writes the lowest format that fits
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -77,13 +101,63 @@ class Manifest:
 
     @property
     def stored_size_bytes(self) -> int:
+        """What this backup itself stored (and what expiring it alone would free)."""
+        return sum(o.stored_size_bytes for o in self.objects if o.backup_id is None)
+
+    @property
+    def fetch_stored_bytes(self) -> int:
+        """What a restore of this backup reads: its objects and the ones it references."""
         return sum(o.stored_size_bytes for o in self.objects)
 
-    def object(self, name: str) -> StoredObject:
+    @property
+    def referenced_files(self) -> tuple[FileEntry, ...]:
+        return tuple(f for f in self.files if f.referenced)
+
+    @property
+    def references(self) -> frozenset[str]:
+        """The backups holding objects this one needs (besides itself)."""
+        return frozenset(o.backup_id for o in self.objects if o.backup_id is not None)
+
+    def holder(self, backup_id: str | None) -> str:
+        """The backup whose prefix holds an object or file with this ``backup_id``."""
+        return backup_id or self.backup_id
+
+    def object(self, name: str, backup_id: str | None = None) -> StoredObject:
         for obj in self.objects:
-            if obj.name == name:
+            if obj.name == name and obj.backup_id == backup_id:
                 return obj
-        raise FormatError(f"manifest of backup {self.backup_id} names no object {name!r}")
+        where = f" of backup {backup_id}" if backup_id else ""
+        raise FormatError(f"manifest of backup {self.backup_id} names no object {name!r}{where}")
+
+
+def reference(parent: Manifest, old: FileEntry, new: FileEntry) -> tuple[FileEntry, StoredObject]:
+    """``new`` (this backup's view of a file: mode, owner, mtime) pointing at the bytes
+    ``old`` (the parent's entry of the same unchanged file) points at, flattened to the
+    backup that holds them, and that object as this manifest must list it."""
+    obj = parent.object(old.object or "", old.backup_id)
+    holder = parent.holder(old.backup_id)
+    entry = replace(
+        new,
+        size_bytes=old.size_bytes,
+        sha256=old.sha256,
+        object=old.object,
+        offset=old.offset,
+        backup_id=holder,
+    )
+    return entry, replace(obj, backup_id=holder)
+
+
+def required_format(manifest: Manifest) -> int:
+    has_refs = any(o.backup_id for o in manifest.objects) or any(
+        f.backup_id for f in manifest.files
+    )
+    return MANIFEST_FORMAT if has_refs else PLAIN_FORMAT
+
+
+def _without_empty_holder(item: dict[str, Any]) -> dict[str, Any]:
+    if item.get("backup_id") is None:
+        item.pop("backup_id", None)
+    return item
 
 
 def to_json(manifest: Manifest) -> bytes:
@@ -92,6 +166,9 @@ def to_json(manifest: Manifest) -> bytes:
     data["stop_lsn"] = str(manifest.stop_lsn)
     data["start_time"] = manifest.start_time.isoformat()
     data["stop_time"] = manifest.stop_time.isoformat()
+    data["format_version"] = required_format(manifest)
+    data["files"] = [_without_empty_holder(f) for f in data["files"]]
+    data["objects"] = [_without_empty_holder(o) for o in data["objects"]]
     return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
 
 
@@ -109,6 +186,33 @@ def from_json(raw: bytes) -> Manifest:
         data["stop_time"] = datetime.fromisoformat(data["stop_time"])
         data["files"] = tuple(FileEntry(**f) for f in data["files"])
         data["objects"] = tuple(StoredObject(**o) for o in data["objects"])
-        return Manifest(**data)
+        manifest = Manifest(**data)
     except (KeyError, TypeError, ValueError) as exc:
         raise FormatError(f"backup manifest is malformed: {exc}") from exc
+    _check_consistent(manifest)
+    return manifest
+
+
+def _check_consistent(manifest: Manifest) -> None:
+    """Every file's bytes are in an object the manifest lists, and references only
+    appear with a parent: a restore must never guess where a file lives."""
+    listed = {(o.name, o.backup_id) for o in manifest.objects}
+    for entry in manifest.files:
+        if entry.kind != "file" or entry.object is None:
+            continue
+        if (entry.object, entry.backup_id) not in listed:
+            where = f" of backup {entry.backup_id}" if entry.backup_id else ""
+            raise FormatError(
+                f"manifest of backup {manifest.backup_id} is inconsistent: {entry.path} lives "
+                f"in object {entry.object}{where}, which it does not list"
+            )
+    holders = manifest.references
+    if manifest.backup_id in holders:
+        raise FormatError(
+            f"manifest of backup {manifest.backup_id} references itself as another backup"
+        )
+    if holders and manifest.depends_on is None:
+        raise FormatError(
+            f"manifest of backup {manifest.backup_id} references backups "
+            f"{', '.join(sorted(holders))} but names no parent backup"
+        )

@@ -1,4 +1,4 @@
-"""Parallel, bounded transfer of data files through the pipeline.
+"""Parallel, bounded upload of data files through the pipeline (download: transfer_download).
 
 Upload: small files are bundled (one stored object holds many files back to
 back, each with its offset), big files get an object each. Each worker reads
@@ -8,16 +8,15 @@ bounded by ``jobs`` x (one storage part + pipeline buffers), whatever the
 size of the database. zlib, zstd, hashlib and AES-GCM release the GIL on
 large buffers, so threads compress on every core.
 
-Download: each object is decoded (stored digest and trailer verified) and cut
-back into files; every file's size and SHA-256 is checked against the
-manifest before the restore counts it as written.
+Incremental: before uploading, ``reuse_unchanged`` reads each file that the
+parent backup holds with the same path and size, hashes it, and references
+the parent's copy when the SHA-256 is equal (see its docstring for why the
+content, never the mtime, decides).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -25,10 +24,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
-from janua_backup.errors import BackupError, IntegrityError, RestoreError
-from janua_backup.pipeline.stream import Digest
+from janua_backup.errors import BackupError
 from janua_backup.repository import layout
-from janua_backup.repository.manifest import FileEntry, Manifest, StoredObject
+from janua_backup.repository.manifest import FileEntry, Manifest, StoredObject, reference
 from janua_backup.repository.objects import Repo
 
 CHUNK_BYTES = 1024 * 1024
@@ -171,134 +169,113 @@ def upload(
 
 
 @dataclass(frozen=True, slots=True)
-class Placement:
-    """Where restored files go and who owns them."""
+class Reuse:
+    """The outcome of comparing a data directory with the parent backup."""
 
-    resolve: Callable[[str], Path]  # manifest path -> absolute destination
-    chown: bool
+    upload: list[SourceFile]  # changed, new, or not comparable: store them
+    referenced: list[FileEntry]  # unchanged: entries pointing at the holder's bytes
+    objects: list[StoredObject]  # the objects those entries need, flattened, deduplicated
 
 
-def download(
+def reuse_unchanged(
     repo: Repo,
-    manifest: Manifest,
-    placement: Placement,
+    parent: Manifest,
+    files: Sequence[SourceFile],
     *,
     jobs: int,
     progress: Progress | None = None,
-) -> int:
-    """Restores every file of the manifest; returns the bytes written."""
-    by_object: dict[str, list[FileEntry]] = {}
-    for entry in manifest.files:
-        if entry.kind == "file" and entry.object is not None:
-            by_object.setdefault(entry.object, []).append(entry)
-    jobs_list = [
-        (manifest.object(name), sorted(files, key=lambda e: e.offset))
-        for name, files in by_object.items()
-    ]
-    jobs_list.sort(key=lambda j: -j[0].plain_size_bytes)
+) -> Reuse:
+    """Splits ``files`` into what must be uploaded and what the parent already holds.
 
-    def work(job: tuple[StoredObject, list[FileEntry]]) -> int:
-        return _restore_object(repo, manifest.backup_id, job[0], job[1], placement, progress)
+    A file is referenced only when the parent holds the same path with the same
+    size *and* the file read now has the parent's SHA-256. Size and mtime alone
+    are never enough to skip reading it:
+    - a write in the same clock tick as the parent's read leaves size and mtime
+      unchanged (coarse timestamps, or a page rewritten within the second);
+    - the parent may have read a page while PostgreSQL was writing it (a torn
+      copy, made whole by replaying the parent's own WAL from the parent's
+      start). A reference is replayed only from *this* backup's start, after
+      the full-page image that would mend it, so referencing a torn copy would
+      restore a corrupt page silently;
+    - restores reset mtimes to the manifest's, so equal mtimes prove nothing.
+    With equal hashes the referenced bytes are exactly the bytes this backup
+    read from disk between its start and stop, which is what a full backup
+    stores: the incremental is as consistent as a full one.
 
-    return sum(run_bounded(jobs_list, work, jobs))
+    An object of the parent that is no longer in the repository (or has another
+    size) is never referenced: its files are uploaded again, so one lost object
+    does not spread into every later backup. Reading is bounded like upload:
+    ``jobs`` files at once, 1 MiB at a time.
+    """
+    old_by_path = {e.path: e for e in parent.files if e.kind == "file" and e.object is not None}
+    present = _present_objects(repo, parent)
+    candidates: list[tuple[SourceFile, FileEntry]] = []
+    upload: list[SourceFile] = []
+    for item in files:
+        old = old_by_path.get(item.entry.path)
+        if (
+            old is not None
+            and old.size_bytes == item.entry.size_bytes
+            and (old.object, old.backup_id) in present
+        ):
+            candidates.append((item, old))
+        else:
+            upload.append(item)
 
+    def work(pair: tuple[SourceFile, FileEntry]) -> tuple[SourceFile, FileEntry, str | None]:
+        return pair[0], pair[1], hash_file(pair[0].source, pair[0].entry.size_bytes, progress)
 
-def _restore_object(
-    repo: Repo,
-    backup_id: str,
-    obj: StoredObject,
-    files: list[FileEntry],
-    placement: Placement,
-    progress: Progress | None,
-) -> int:
-    stream = repo.get(
-        layout.data_key(backup_id, obj.name),
-        expect_stored=Digest(obj.stored_size_bytes, obj.stored_sha256),
-        expect_plain=Digest(obj.plain_size_bytes, obj.plain_sha256),
-    )
-    reader = _Cutter(stream)
-    for entry in files:
-        if entry.offset != reader.position:
-            raise IntegrityError(
-                f"backup {backup_id}: object {obj.name} has a hole before {entry.path}"
-            )
-        _write_file(entry, reader.take(entry.size_bytes), placement, progress)
-    reader.finish()  # drains the stream so the trailer and stored digest are checked
-    return obj.plain_size_bytes
-
-
-class _Cutter:
-    """Cuts a chunk stream into exact-length pieces without copying it whole."""
-
-    def __init__(self, stream: Iterator[bytes]) -> None:
-        self._stream = stream
-        self._buffer = memoryview(b"")
-        self.position = 0
-
-    def take(self, size: int) -> Iterator[bytes]:
-        remaining = size
-        while remaining > 0:
-            if not self._buffer:
-                nxt = next(self._stream, None)
-                if nxt is None:
-                    raise IntegrityError("a stored object ended before the files it should hold")
-                self._buffer = memoryview(nxt)
-            piece = self._buffer[:remaining]
-            self._buffer = self._buffer[len(piece) :]
-            remaining -= len(piece)
-            self.position += len(piece)
-            yield bytes(piece)
-
-    def finish(self) -> None:
-        if self._buffer or any(True for chunk in self._stream if chunk):
-            raise IntegrityError("a stored object holds more bytes than its files")
+    referenced: list[FileEntry] = []
+    objects: dict[tuple[str, str | None], StoredObject] = {}
+    for item, old, sha256 in run_bounded(candidates, work, jobs):
+        if sha256 is None:
+            continue  # dropped while we ran: nothing to store, as in upload
+        if sha256 != old.sha256:
+            upload.append(item)
+            continue
+        entry, obj = reference(parent, old, item.entry)
+        referenced.append(entry)
+        objects[(obj.name, obj.backup_id)] = obj
+    upload.sort(key=lambda s: s.entry.path)
+    referenced.sort(key=lambda e: e.path)
+    return Reuse(upload, referenced, sorted(objects.values(), key=_object_order))
 
 
-def _write_file(
-    entry: FileEntry, chunks: Iterator[bytes], placement: Placement, progress: Progress | None
-) -> None:
-    path = placement.resolve(entry.path)
-    digest, size = hashlib.sha256(), 0
+def _object_order(obj: StoredObject) -> tuple[str, str]:
+    return obj.backup_id or "", obj.name
+
+
+def _present_objects(repo: Repo, parent: Manifest) -> set[tuple[str, str | None]]:
+    """(name, backup_id as the parent writes it) of the parent's objects that are in
+    the repository with their recorded stored size: one listing per holding backup."""
+    sizes: dict[str, int] = {}
+    for holder in {parent.holder(o.backup_id) for o in parent.objects}:
+        for info in repo.storage.list(layout.backup_prefix(holder)):
+            sizes[info.key] = info.size_bytes
+    return {
+        (o.name, o.backup_id)
+        for o in parent.objects
+        if sizes.get(layout.data_key(parent.holder(o.backup_id), o.name)) == o.stored_size_bytes
+    }
+
+
+def hash_file(path: Path, size_bytes: int, progress: Progress | None = None) -> str | None:
+    """SHA-256 of the first ``size_bytes`` bytes; None if the file is gone. A file that
+    is now shorter hashes to something else, so it counts as changed. Other OS errors
+    propagate: the command says what could not be read."""
+    digest = hashlib.sha256()
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except OSError as exc:
-        raise RestoreError(f"cannot create {path}: {exc.strerror}") from exc
-    with os.fdopen(fd, "wb") as handle:
-        for chunk in chunks:
-            handle.write(chunk)
+        handle = path.open("rb")
+    except FileNotFoundError:
+        return None
+    with handle:
+        remaining = size_bytes
+        while remaining > 0:
+            chunk = handle.read(min(CHUNK_BYTES, remaining))
+            if not chunk:
+                break
             digest.update(chunk)
-            size += len(chunk)
+            remaining -= len(chunk)
             if progress:
                 progress(len(chunk))
-        handle.flush()
-        os.fsync(handle.fileno())
-    if size != entry.size_bytes or digest.hexdigest() != entry.sha256:
-        raise IntegrityError(
-            f"{entry.path}: restored {size} bytes with sha256 {digest.hexdigest()[:12]}..., "
-            f"the manifest says {entry.size_bytes} bytes, {entry.sha256[:12]}...; "
-            "the backup is damaged"
-        )
-    apply_metadata(path, entry, chown=placement.chown)
-
-
-def apply_metadata(path: Path, entry: FileEntry, *, chown: bool) -> None:
-    if chown:
-        os.chown(path, *owner_ids(entry), follow_symlinks=False)
-    if entry.kind != "symlink":
-        os.chmod(path, entry.mode & 0o7777)
-        os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns))
-
-
-def owner_ids(entry: FileEntry) -> tuple[int, int]:
-    """The recorded owner by name if this host knows it, else by number."""
-    import grp
-    import pwd
-
-    uid, gid = entry.uid, entry.gid
-    if entry.user:
-        with contextlib.suppress(KeyError):
-            uid = pwd.getpwnam(entry.user).pw_uid
-    if entry.group:
-        with contextlib.suppress(KeyError):
-            gid = grp.getgrnam(entry.group).gr_gid
-    return uid, gid
+    return digest.hexdigest()

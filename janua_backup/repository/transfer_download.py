@@ -1,0 +1,208 @@
+"""Parallel, bounded download of a backup's files out of its stored objects.
+
+Each object is fetched from the backup that holds it (an incremental's
+manifest names the holder of every object it needs), decoded (stored digest,
+authentication and trailer verified against that object's recorded digests)
+and cut back into files. Only the files asked for are written: a bundle may
+hold bytes of files this manifest does not list (they changed after the
+holder was taken) or that a delta restore already has; those bytes stream
+through the decoder, which must still verify the whole object, and are
+dropped, never written. Every file written is checked for its size and
+SHA-256 against the manifest before it counts, so a misplaced offset or a
+wrong holder fails loudly instead of restoring someone else's bytes.
+
+At most ``jobs`` objects are read at once, each in pipeline-sized chunks:
+memory stays bounded whatever the size of an object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from janua_backup.errors import IntegrityError, ObjectNotFound, RestoreError
+from janua_backup.pipeline.stream import Digest
+from janua_backup.repository import layout
+from janua_backup.repository.manifest import FileEntry, Manifest, StoredObject
+from janua_backup.repository.objects import Repo
+from janua_backup.repository.transfer import Progress, run_bounded
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where restored files go and who owns them."""
+
+    resolve: Callable[[str], Path]  # manifest path -> absolute destination
+    chown: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    files: int
+    bytes_written: int  # plaintext bytes of the files written
+    objects: int
+    stored_bytes: int  # bytes read from storage (the objects' stored sizes)
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    holder: str
+    obj: StoredObject
+    files: list[FileEntry]  # sorted by offset
+
+
+def download(
+    repo: Repo,
+    manifest: Manifest,
+    placement: Placement,
+    *,
+    jobs: int,
+    progress: Progress | None = None,
+    files: Iterable[FileEntry] | None = None,
+) -> Fetched:
+    """Restores ``files`` (default: every file of the manifest); objects holding none
+    of them are not read at all."""
+    wanted = manifest.files if files is None else files
+    by_object: dict[tuple[str, str | None], list[FileEntry]] = {}
+    for entry in wanted:
+        if entry.kind == "file" and entry.object is not None:
+            by_object.setdefault((entry.object, entry.backup_id), []).append(entry)
+    work_list = [
+        _Job(
+            manifest.holder(holder),
+            manifest.object(name, holder),
+            sorted(entries, key=lambda e: e.offset),
+        )
+        for (name, holder), entries in by_object.items()
+    ]
+    work_list.sort(key=lambda j: -j.obj.plain_size_bytes)
+
+    def work(job: _Job) -> int:
+        return _restore_object(repo, manifest.backup_id, job, placement, progress)
+
+    written = run_bounded(work_list, work, jobs)
+    return Fetched(
+        files=sum(len(j.files) for j in work_list),
+        bytes_written=sum(written),
+        objects=len(work_list),
+        stored_bytes=sum(j.obj.stored_size_bytes for j in work_list),
+    )
+
+
+def _restore_object(
+    repo: Repo, backup_id: str, job: _Job, placement: Placement, progress: Progress | None
+) -> int:
+    obj = job.obj
+    where = f"object {obj.name}" + (f" of backup {job.holder}" if job.holder != backup_id else "")
+    try:
+        stream = repo.get(
+            layout.data_key(job.holder, obj.name),
+            expect_stored=Digest(obj.stored_size_bytes, obj.stored_sha256),
+            expect_plain=Digest(obj.plain_size_bytes, obj.plain_sha256),
+        )
+    except ObjectNotFound as exc:
+        raise ObjectNotFound(
+            f"backup {backup_id} needs {where}, which is missing from the repository: "
+            "this backup cannot be restored; restore an older full backup or take a new one"
+        ) from exc
+    reader = _Cutter(stream)
+    written = 0
+    for entry in job.files:
+        if entry.offset < reader.position:
+            raise IntegrityError(
+                f"backup {backup_id}: {entry.path} overlaps the file before it in {where}; "
+                "the manifest is damaged"
+            )
+        reader.skip(entry.offset - reader.position)  # bytes of files not restored here
+        _write_file(entry, reader.take(entry.size_bytes), placement, progress)
+        written += entry.size_bytes
+    reader.finish()  # drains the stream so the trailer and the object's digests are checked
+    return written
+
+
+class _Cutter:
+    """Cuts a chunk stream into exact-length pieces without copying it whole."""
+
+    def __init__(self, stream: Iterator[bytes]) -> None:
+        self._stream = stream
+        self._buffer = memoryview(b"")
+        self.position = 0
+
+    def take(self, size: int) -> Iterator[bytes]:
+        remaining = size
+        while remaining > 0:
+            if not self._buffer:
+                nxt = next(self._stream, None)
+                if nxt is None:
+                    raise IntegrityError("a stored object ended before the files it should hold")
+                self._buffer = memoryview(nxt)
+            piece = self._buffer[:remaining]
+            self._buffer = self._buffer[len(piece) :]
+            remaining -= len(piece)
+            self.position += len(piece)
+            yield bytes(piece)
+
+    def skip(self, size: int) -> None:
+        for _ in self.take(size):
+            pass
+
+    def finish(self) -> None:
+        """Reads what is left; the decoder verifies the object's size and SHA-256 at
+        its end, so bytes after the last file restored are checked, not trusted."""
+        self._buffer = memoryview(b"")
+        for chunk in self._stream:
+            self.position += len(chunk)
+
+
+def _write_file(
+    entry: FileEntry, chunks: Iterator[bytes], placement: Placement, progress: Progress | None
+) -> None:
+    path = placement.resolve(entry.path)
+    digest, size = hashlib.sha256(), 0
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise RestoreError(f"cannot create {path}: {exc.strerror}") from exc
+    with os.fdopen(fd, "wb") as handle:
+        for chunk in chunks:
+            handle.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
+            if progress:
+                progress(len(chunk))
+        handle.flush()
+        os.fsync(handle.fileno())
+    if size != entry.size_bytes or digest.hexdigest() != entry.sha256:
+        raise IntegrityError(
+            f"{entry.path}: restored {size} bytes with sha256 {digest.hexdigest()[:12]}..., "
+            f"the manifest says {entry.size_bytes} bytes, {entry.sha256[:12]}...; "
+            "the backup is damaged"
+        )
+    apply_metadata(path, entry, chown=placement.chown)
+
+
+def apply_metadata(path: Path, entry: FileEntry, *, chown: bool) -> None:
+    if chown:
+        os.chown(path, *owner_ids(entry), follow_symlinks=False)
+    if entry.kind != "symlink":
+        os.chmod(path, entry.mode & 0o7777)
+        os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns))
+
+
+def owner_ids(entry: FileEntry) -> tuple[int, int]:
+    """The recorded owner by name if this host knows it, else by number."""
+    import grp
+    import pwd
+
+    uid, gid = entry.uid, entry.gid
+    if entry.user:
+        with contextlib.suppress(KeyError):
+            uid = pwd.getpwnam(entry.user).pw_uid
+    if entry.group:
+        with contextlib.suppress(KeyError):
+            gid = grp.getgrnam(entry.group).gr_gid
+    return uid, gid
