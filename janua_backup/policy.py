@@ -48,7 +48,8 @@ _CRON_RANGES = {
 
 @dataclass(frozen=True, slots=True)
 class Schedule:
-    """Cron expressions (crontab's 5 fields) in ``timezone``; ``None``: the job is disabled."""
+    """Per job, a cron expression (crontab's 5 fields) in ``timezone`` or an interval
+    (``@every 30s``, ``@every 5m``, ``@every 2h``); ``None``: the job is disabled."""
 
     timezone: str = "UTC"
     backup: str | None = "0 2 * * *"
@@ -162,7 +163,13 @@ def _schedule(table: _Table) -> Schedule:
     crons: dict[str, str | None] = {}
     for job in JOBS:
         expr = table.text(job, getattr(base, job) or "").strip()
-        if expr:
+        if expr.startswith("@"):
+            reason = interval_problem(expr)
+            if reason is not None:
+                raise table.error(
+                    job, f"schedule.{job} {expr!r} is not a valid interval ({reason})"
+                )
+        elif expr:
             reason = cron_problem(expr, zone)
             if reason is not None:
                 raise table.error(
@@ -178,6 +185,32 @@ def _schedule(table: _Table) -> Schedule:
         check=crons["check"],
         misfire_grace_s=grace,
     )
+
+
+_EVERY_RE = re.compile(r"@every\s+([0-9]+)\s*([smh])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600}
+
+
+def interval_s(expr: str) -> int | None:
+    """The seconds of an ``@every N{s,m,h}`` schedule; ``None`` for anything else (cron)."""
+    match = _EVERY_RE.fullmatch(expr.strip())
+    if match is None:
+        return None
+    return int(match[1]) * _UNIT_S[match[2]]
+
+
+def interval_problem(expr: str) -> str | None:
+    """Why ``expr``, which starts with ``@``, is not an ``@every`` interval the daemon runs.
+
+    Intervals count from the daemon's start, not from the clock: they suit tests and
+    frequent jobs, cron expressions suit "every night at 02:00".
+    """
+    seconds = interval_s(expr)
+    if seconds is None:
+        return "write @every and a whole number with s, m or h: @every 30s, @every 5m, @every 2h"
+    if seconds == 0:
+        return "the interval must be at least 1s"
+    return None
 
 
 def cron_problem(expr: str, zone: ZoneInfo) -> str | None:

@@ -76,33 +76,22 @@ def verify(
         return
     from janua_backup import policy
     from janua_backup.commands import verify as drill
-    from janua_backup.commands.restore_request import build_request
     from janua_backup.output import verify as output
 
     rules = policy.load(Path(policy_path)) if policy_path else policy.default()
-    kind = target_kind or ("" if target_time or target_lsn else rules.verify.target)
-    request = drill.DrillRequest(
-        restore=build_request(
-            pgdata=".",
-            target_time=target_time,
-            timezone=timezone,
-            target_lsn=target_lsn,
-            target_xid=None,
-            target_name=None,
-            immediate=kind == "immediate",
-            exclusive=False,
-            action="promote",
-            timeline=None,
-            backup_id=None if backup_id in (None, "latest") else backup_id,
-            standby=False,
-        ),
-        checks=rules.verify.checks,
-        amcheck=rules.verify.amcheck if amcheck is None else amcheck,
+    request = drill.request_from_policy(
+        rules.verify,
+        pg_bindir=pg_bindir or context().settings().postgres.bindir,
+        backup_id=backup_id,
+        target_time=target_time,
+        timezone=timezone,
+        target_lsn=target_lsn,
+        target_kind=target_kind,
+        amcheck=amcheck,
         scratch_parent=Path(scratch_dir) if scratch_dir else None,
         keep=keep,
-        pg_bindir=pg_bindir or context().settings().postgres.bindir,
         pg_user=pg_user,
-        timeout_s=timeout_s or rules.verify.timeout_s,
+        timeout_s=timeout_s,
     )
     # SIGTERM (cron's timeout, systemd) cleans up like Ctrl-C: scratch server stopped.
     signal.signal(signal.SIGTERM, _interrupt)

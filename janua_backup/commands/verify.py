@@ -28,11 +28,12 @@ from pathlib import Path
 
 from janua_backup.commands import drill_checks, restore
 from janua_backup.commands.common import open_repo
+from janua_backup.commands.restore_request import build_request
 from janua_backup.config import Settings
 from janua_backup.errors import JanuaError
 from janua_backup.pg.scratch import Owner, ScratchServer, find_bindir
 from janua_backup.pg.wal import Lsn
-from janua_backup.policy import CheckQuery
+from janua_backup.policy import CheckQuery, VerifyPolicy
 from janua_backup.repository import drills, layout
 from janua_backup.repository.drills import DrillCheck, DrillReport
 from janua_backup.repository.select import Choice
@@ -57,6 +58,49 @@ class DrillResult:
     report: DrillReport
     report_key: str | None
     kept_dir: str | None
+
+
+def request_from_policy(
+    rules: VerifyPolicy,
+    *,
+    pg_bindir: str | None,
+    backup_id: str | None = None,
+    target_time: str | None = None,
+    timezone: str | None = None,
+    target_lsn: str | None = None,
+    target_kind: str | None = None,
+    amcheck: bool | None = None,
+    scratch_parent: Path | None = None,
+    keep: bool = False,
+    pg_user: str | None = None,
+    timeout_s: float | None = None,
+) -> DrillRequest:
+    """The drill the policy asks for (target, checks, amcheck, timeout), with the CLI's
+    overrides; the daemon's nightly drill and ``verify`` build it the same way."""
+    kind = target_kind or ("" if target_time or target_lsn else rules.target)
+    return DrillRequest(
+        restore=build_request(
+            pgdata=".",
+            target_time=target_time,
+            timezone=timezone,
+            target_lsn=target_lsn,
+            target_xid=None,
+            target_name=None,
+            immediate=kind == "immediate",
+            exclusive=False,
+            action="promote",
+            timeline=None,
+            backup_id=None if backup_id in (None, "latest") else backup_id,
+            standby=False,
+        ),
+        checks=rules.checks,
+        amcheck=rules.amcheck if amcheck is None else amcheck,
+        scratch_parent=scratch_parent,
+        keep=keep,
+        pg_bindir=pg_bindir,
+        pg_user=pg_user,
+        timeout_s=timeout_s or rules.timeout_s,
+    )
 
 
 @dataclass

@@ -239,6 +239,40 @@ def test_weekday_steps_and_name_ranges_are_accepted(tmp_path: Path) -> None:
     assert policy.load(path).schedule.backup == "0 2 * * */2,sat-sun"
 
 
+# --- intervals ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expr", "seconds"),
+    [("@every 30s", 30), ("@every 5m", 300), ("@every 2h", 7200), ("@every  1s", 1)],
+)
+def test_an_interval_schedule_is_accepted(tmp_path: Path, expr: str, seconds: int) -> None:
+    path = write(tmp_path, f'[schedule]\nbackup = "{expr}"\n')
+    assert policy.load(path).schedule.backup == expr
+    assert policy.interval_s(expr) == seconds
+
+
+def test_a_cron_expression_is_not_an_interval() -> None:
+    assert policy.interval_s("0 2 * * *") is None
+
+
+@pytest.mark.parametrize(
+    ("expr", "reason"),
+    [
+        ("@every 0s", "at least 1s"),
+        ("@every 5d", "@every 30s, @every 5m, @every 2h"),
+        ("@every", "write @every and a whole number with s, m or h"),
+        ("@every 1.5h", "a whole number"),
+        ("@daily", "write @every"),
+    ],
+)
+def test_a_bad_interval_names_file_line_key_and_reason(
+    tmp_path: Path, expr: str, reason: str
+) -> None:
+    path = write(tmp_path, f'[schedule]\ncheck = "{expr}"\n')
+    assert_located(path, "check =", f"schedule.check '{expr}' is not a valid interval", reason)
+
+
 def test_an_unknown_time_zone_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path, '[schedule]\ntimezone = "Mars/Olympus"\n')
     assert_located(path, "timezone", "schedule.timezone 'Mars/Olympus'", "IANA")

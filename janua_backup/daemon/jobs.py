@@ -1,0 +1,269 @@
+"""What each scheduled job does, and where the daemon's figures come from.
+
+The jobs call the same ``commands.*.run`` functions as the CLI and turn their
+results into an ``Outcome`` (logged with its fields by the scheduler's guard)
+and into ``metrics``. ``Status`` reads what no job reports: the archiver's
+figures from ``pg_stat_archiver``, the repository's size, and at start the
+newest backup and drill already in the repository, so a restarted daemon
+reports the truth rather than nothing.
+
+Imports ``commands`` (``expire`` inside its job), ``metrics``, ``pg.conn`` and
+``repository``; never click or ``output``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+
+from janua_backup import config
+from janua_backup.commands import backup as backup_command
+from janua_backup.commands import check as check_command
+from janua_backup.commands import verify as verify_command
+from janua_backup.commands.common import open_repo
+from janua_backup.config import Settings
+from janua_backup.errors import JanuaError
+from janua_backup.metrics import ArchiverStats, LastBackup, LastDrill, Metrics
+from janua_backup.pg import conn as pgconn
+from janua_backup.policy import Policy, RetentionPolicy, VerifyPolicy
+from janua_backup.repository import catalog, drills
+from janua_backup.repository.drills import DrillReport
+
+log = logging.getLogger(__name__)
+
+REPOSITORY_SIZE_EVERY_S = 300.0  # listing every object is not free on a large repository
+Field = str | int | float | bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a job reports: ``fields`` become keys of the JSON log line."""
+
+    ok: bool
+    summary: str
+    fields: Mapping[str, Field] = field(default_factory=dict)
+    finished: datetime | None = None  # when it counts as succeeded; None: when the job ended
+
+
+Job = Callable[[], Outcome]
+
+
+def build(
+    settings: Settings, rules: Policy, status: Status, *, cancel: threading.Event
+) -> dict[str, Job]:
+    """The policy's enabled jobs. Settings are checked here, at start, not at 02:00."""
+    backup_settings = config.with_compression(
+        settings, rules.backup.compression, rules.backup.level
+    )
+    table: dict[str, Job] = {
+        "backup": partial(backup, backup_settings, rules.backup.type, status, cancel),
+        "verify": partial(verify, settings, rules.verify, status.metrics),
+        "expire": partial(expire, settings, rules.retention, status),
+        "check": partial(check, settings),
+    }
+    return {name: table[name] for name, _ in rules.schedule.jobs()}
+
+
+def backup(
+    settings: Settings, backup_type: str, status: Status, cancel: threading.Event
+) -> Outcome:
+    """``cancel`` is the daemon's stop: the backup is abandoned, nothing committed."""
+    result = backup_command.run(settings, cancel=cancel, backup_type=backup_type)
+    status.size_changed()
+    status.read_archiver()  # the backup just had WAL archived: show it now, not in 30 s
+    m = result.manifest
+    status.metrics.backup_taken(
+        LastBackup(
+            finished=m.stop_time.timestamp(),
+            duration_s=result.duration_s,
+            size_bytes=m.original_size_bytes,
+            stored_bytes=m.stored_size_bytes,
+        )
+    )
+    return Outcome(
+        True,
+        f"backup {m.backup_id} complete",
+        {
+            "backup_id": m.backup_id,
+            "type": m.backup_type,
+            "size_bytes": m.original_size_bytes,
+            "stored_bytes": m.stored_size_bytes,
+            "files": len(m.files),
+        },
+        finished=m.stop_time,
+    )
+
+
+def verify(settings: Settings, rules: VerifyPolicy, metrics: Metrics) -> Outcome:
+    request = verify_command.request_from_policy(rules, pg_bindir=settings.postgres.bindir)
+    report = verify_command.run(settings, request).report
+    metrics.drill_finished(_drill(report))
+    return Outcome(
+        report.passed,
+        report.summary,
+        {
+            "backup_id": report.backup_id,
+            "passed": report.passed,
+            "total_s": report.total_s,
+            "restored_bytes": report.restored_bytes,
+            "rpo_s": report.rpo_s,
+        },
+        finished=report.finished,
+    )
+
+
+def expire(settings: Settings, retention: RetentionPolicy, status: Status) -> Outcome:
+    from janua_backup.commands import expire as expire_command
+
+    result = expire_command.run(settings, retention)
+    status.size_changed()
+    return Outcome(
+        True,
+        f"expired {len(result.expired)} backups, freed {result.freed_bytes} bytes",
+        {"expired": len(result.expired), "freed_bytes": result.freed_bytes},
+    )
+
+
+def check(settings: Settings) -> Outcome:
+    result = check_command.run(settings)
+    return Outcome(result.ok, result.summary, {"archived_wal": result.archived_wal})
+
+
+def _drill(report: DrillReport) -> LastDrill:
+    return LastDrill(report.passed, report.finished.timestamp(), report.total_s)
+
+
+class Status:
+    """The figures no job reports, refreshed by the daemon every few seconds.
+
+    A failure to read one is logged once (again only when its message changes)
+    and leaves that figure absent or as it was: the daemon keeps running.
+    """
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self._settings = settings
+        self.metrics = metrics
+        self._seeded = False
+        self._size_due = 0.0  # monotonic time of the next repository listing
+        self._said: dict[str, str] = {}  # what was last logged, per figure
+
+    def seed(self) -> dict[str, datetime] | None:
+        """Figures of the newest backup and drill in the repository; returns when each
+        last succeeded (``backup``, ``verify``), or ``None`` if the repository could not
+        be read."""
+        try:
+            repo = open_repo(self._settings)
+            done, _ = catalog.backup_ids(repo)
+            newest = catalog.load(repo, done[-1]) if done else None
+            reports = list(drills.latest(repo).values())
+        except JanuaError as exc:
+            self._warn("seed", f"cannot read the repository yet: {exc.message}")
+            return None
+        self._seeded = True
+        last: dict[str, datetime] = {}
+        if newest is not None:
+            duration = (newest.stop_time - newest.start_time).total_seconds()
+            self.metrics.backup_taken(
+                LastBackup(
+                    newest.stop_time.timestamp(),
+                    duration,
+                    newest.original_size_bytes,
+                    newest.stored_size_bytes,
+                )
+            )
+            last["backup"] = newest.stop_time
+        if reports:
+            self.metrics.drill_finished(_drill(max(reports, key=lambda r: r.finished)))
+            passed = [r.finished for r in reports if r.passed]
+            if passed:
+                last["verify"] = max(passed)
+                self.metrics.succeeded("verify", last["verify"].timestamp())
+        return last
+
+    def refresh(self) -> None:
+        if not self._seeded:
+            self.seed()
+        self.read_archiver()
+        if time.monotonic() >= self._size_due:
+            self.repository_size()
+
+    def repository_size(self) -> None:
+        try:
+            repo = open_repo(self._settings)
+            total = sum(info.size_bytes for info in repo.storage.list(""))
+        except JanuaError as exc:
+            self._warn("size", f"cannot list the repository: {exc.message}")
+            return
+        self._size_due = time.monotonic() + REPOSITORY_SIZE_EVERY_S
+        self.metrics.set_repository_size(total)
+        self._said.pop("size", None)
+
+    def size_changed(self) -> None:
+        """A backup or expire ran: list the repository at the next refresh."""
+        self._size_due = 0.0
+
+    def read_archiver(self) -> None:
+        try:
+            stats, refused = archiver_stats(self._settings.postgres.dsn)
+        except JanuaError as exc:
+            self.metrics.set_archiver(None)
+            self._warn("archiver", f"cannot read pg_stat_archiver: {exc.message}")
+            return
+        self._said.pop("archiver", None)
+        self.metrics.set_archiver(stats)
+        if refused and "ready" not in self._said:
+            self._said["ready"] = refused
+            log.warning("WAL segments waiting to be archived are not reported: %s", refused)
+
+    def _warn(self, what: str, message: str) -> None:
+        if self._said.get(what) != message:
+            self._said[what] = message
+            log.warning(message)
+
+
+def archiver_stats(dsn: str | None) -> tuple[ArchiverStats, str | None]:
+    """``pg_stat_archiver`` and the ``.ready`` files of ``pg_wal/archive_status``; the
+    second value says why the ready count is missing (listing needs pg_monitor)."""
+    with pgconn.connect(dsn) as conn:
+        archived, failed, last_ok, last_failed = pgconn.query_one(
+            conn,
+            "SELECT archived_count, failed_count, last_archived_time, last_failed_time "
+            "FROM pg_stat_archiver",
+        )
+        user, allowed = pgconn.query_one(
+            conn,
+            "SELECT current_user, "
+            "has_function_privilege(to_regprocedure('pg_ls_archive_statusdir()'), 'EXECUTE')",
+        )
+        ready: int | None = None
+        refused: str | None = None
+        if allowed:
+            (count,) = pgconn.query_one(
+                conn,
+                "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE right(name, 6) = '.ready'",
+            )
+            ready = int(count)
+        elif allowed is None:
+            refused = "PostgreSQL before 12 has no pg_ls_archive_statusdir()"
+        else:
+            refused = (
+                f"role {user} may not list pg_wal/archive_status; "
+                f"GRANT pg_monitor TO {user} to report them"
+            )
+    stats = ArchiverStats(
+        archived_count=int(archived),
+        failed_count=int(failed),
+        last_archived=_timestamp(last_ok),
+        last_failed=_timestamp(last_failed),
+        ready_segments=ready,
+    )
+    return stats, refused
+
+
+def _timestamp(value: object) -> float | None:
+    return value.timestamp() if isinstance(value, datetime) else None
