@@ -21,7 +21,9 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +33,7 @@ from janua_backup.commands.common import open_repo
 from janua_backup.commands.restore_request import build_request
 from janua_backup.config import Settings
 from janua_backup.errors import JanuaError
-from janua_backup.pg.scratch import Owner, ScratchServer, find_bindir
+from janua_backup.pg.scratch import Cancelled, Owner, ScratchServer, find_bindir
 from janua_backup.pg.wal import Lsn
 from janua_backup.policy import CheckQuery, VerifyPolicy
 from janua_backup.repository import drills, layout
@@ -111,7 +113,10 @@ class _Timing:
     restored_bytes: int = 0
 
 
-def run(settings: Settings, request: DrillRequest) -> DrillResult:
+def run(
+    settings: Settings, request: DrillRequest, *, cancel: threading.Event | None = None
+) -> DrillResult:
+    """The drill; ``cancel`` (the daemon's SIGTERM) stops it without storing a report."""
     started = datetime.now(UTC)
     timing = _Timing(time.monotonic())
     home = Path(tempfile.mkdtemp(prefix="janua-verify-", dir=request.scratch_parent))
@@ -131,10 +136,12 @@ def run(settings: Settings, request: DrillRequest) -> DrillResult:
         checks: list[DrillCheck] = []
         error: str | None = None
         try:
-            done = restore.execute(settings, rr, choice, plan)
+            done = restore.execute(settings, rr, choice, plan, progress=_stopper(cancel))
             timing.restore_s, timing.restored_bytes = done.duration_s, done.written_bytes
             server = _server(home, rr.pgdata, bindir, request)
-            checks, facts = _recover_and_check(server, request, choice, timing)
+            checks, facts = _recover_and_check(server, request, choice, timing, cancel)
+        except Cancelled:
+            raise
         except JanuaError as exc:
             error, facts = exc.message, _Facts()
         report = _report(started, choice, request, timing, checks, facts, error, server)
@@ -151,6 +158,18 @@ def run(settings: Settings, request: DrillRequest) -> DrillResult:
         report.total_s,
     )
     return DrillResult(report, key, str(home) if request.keep else None)
+
+
+def _stopper(cancel: threading.Event | None) -> Callable[[int], None] | None:
+    """Checked as restored bytes flow, so a cancel does not wait for the whole download."""
+    if cancel is None:
+        return None
+
+    def tick(_: int) -> None:
+        if cancel.is_set():
+            raise Cancelled("the drill was cancelled while restoring")
+
+    return tick
 
 
 def _server(home: Path, pgdata: Path, bindir: Path, request: DrillRequest) -> ScratchServer:
@@ -171,11 +190,15 @@ class _Facts:
 
 
 def _recover_and_check(
-    server: ScratchServer, request: DrillRequest, choice: Choice, timing: _Timing
+    server: ScratchServer,
+    request: DrillRequest,
+    choice: Choice,
+    timing: _Timing,
+    cancel: threading.Event | None,
 ) -> tuple[list[DrillCheck], _Facts]:
     replay_began = time.monotonic()
     server.start()
-    server.wait_promoted(request.timeout_s)
+    server.wait_promoted(request.timeout_s, cancel)
     timing.replay_s = time.monotonic() - replay_began
     xact_time, replay_lsn, sums = server.query(
         "SELECT pg_last_xact_replay_timestamp(), pg_last_wal_replay_lsn()::text, "

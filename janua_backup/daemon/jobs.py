@@ -62,7 +62,7 @@ def build(
     )
     table: dict[str, Job] = {
         "backup": partial(backup, backup_settings, rules.backup.type, status, cancel),
-        "verify": partial(verify, settings, rules.verify, status.metrics),
+        "verify": partial(verify, settings, rules.verify, status.metrics, cancel),
         "expire": partial(expire, settings, rules.retention, status),
         "check": partial(check, settings),
     }
@@ -99,9 +99,12 @@ def backup(
     )
 
 
-def verify(settings: Settings, rules: VerifyPolicy, metrics: Metrics) -> Outcome:
+def verify(
+    settings: Settings, rules: VerifyPolicy, metrics: Metrics, cancel: threading.Event
+) -> Outcome:
+    """``cancel`` stops a drill that is replaying WAL: no report, scratch removed."""
     request = verify_command.request_from_policy(rules, pg_bindir=settings.postgres.bindir)
-    report = verify_command.run(settings, request).report
+    report = verify_command.run(settings, request, cancel=cancel).report
     metrics.drill_finished(_drill(report))
     return Outcome(
         report.passed,

@@ -23,6 +23,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -37,6 +38,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 15
+
+
+class Cancelled(PostgresError):
+    """The caller asked the drill to stop; not a finding about the backup."""
 
 
 def find_bindir(major: int, configured: str | None) -> Path:
@@ -233,10 +238,14 @@ class ScratchServer:
             except psycopg.Error as exc:
                 raise PostgresError(f"{_first_line(exc)} (query: {sql})") from exc
 
-    def wait_promoted(self, timeout_s: float) -> None:
-        """Until recovery has ended and the server accepts writes, or a loud failure."""
+    def wait_promoted(self, timeout_s: float, cancel: threading.Event | None = None) -> None:
+        """Until recovery has ended and the server accepts writes, or a loud failure.
+
+        ``cancel`` (the daemon stopping) ends the wait with ``Cancelled``."""
         deadline = time.monotonic() + timeout_s
         while True:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("the drill was cancelled while WAL was replaying")
             if not self.running:
                 raise self._exited()
             with contextlib.suppress(PostgresError):

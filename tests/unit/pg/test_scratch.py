@@ -1,0 +1,53 @@
+"""The drill's scratch server: what can be known without starting one."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from janua_backup.commands import verify
+from janua_backup.errors import ConfigError
+from janua_backup.pg.scratch import Cancelled, Owner, ScratchServer, find_bindir
+
+
+def server(tmp_path: Path) -> ScratchServer:
+    return ScratchServer(
+        tmp_path / "data", tmp_path, tmp_path / "bin", user="postgres", owner=Owner.of(tmp_path)
+    )
+
+
+def test_a_cancelled_wait_ends_at_once(tmp_path: Path) -> None:
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        server(tmp_path).wait_promoted(600, cancel)
+
+
+def test_a_wait_on_a_server_that_never_started_says_it_stopped(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="scratch server stopped"):
+        server(tmp_path).wait_promoted(600)
+
+
+def test_restore_progress_stops_a_cancelled_drill() -> None:
+    cancel = threading.Event()
+    tick = verify._stopper(cancel)
+    assert tick is not None and verify._stopper(None) is None
+    tick(10)
+    cancel.set()
+    with pytest.raises(Cancelled):
+        tick(10)
+
+
+def test_settings_keep_the_server_away_from_production(tmp_path: Path) -> None:
+    settings = server(tmp_path)._settings()
+    assert settings["archive_mode"] == "off"
+    assert settings["synchronous_standby_names"] == ""
+    assert settings["hba_file"].startswith(str(tmp_path))
+    assert settings["config_file"].startswith(str(tmp_path))  # no postgresql.conf in data
+
+
+def test_missing_binaries_name_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--pg-bindir"):
+        find_bindir(15, str(tmp_path))
