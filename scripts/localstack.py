@@ -105,6 +105,7 @@ class _S3Access:
     access_key_id: str
     secret_access_key: str
     region: str
+    ca_file: Path | None = None  # CA bundle clients verify an https endpoint with
 
     @property
     def endpoint_url(self) -> str:
@@ -128,6 +129,7 @@ class _S3Access:
             aws_secret_access_key=self.secret_access_key,
             region_name=self.region,
             config=config,
+            verify=str(self.ca_file) if self.ca_file else None,
         )
 
     def create_bucket(self, name: str) -> None:
@@ -212,6 +214,10 @@ class SeaweedServer(_S3Access):
 
     Ports are picked on the first start and kept, so that restart() comes back on
     the same endpoint with the same data: tests stop S3 in the middle of archiving.
+
+    With tls_cert_file and tls_key_file, S3 is served over https only (clients that
+    speak nothing else, such as pgBackRest, need that); ca_file is the bundle that
+    verifies the certificate (default: the certificate itself, if self-signed).
     """
 
     def __init__(
@@ -222,8 +228,16 @@ class SeaweedServer(_S3Access):
         access_key_id: str | None = None,
         secret_access_key: str | None = None,
         weed: Path | None = None,
+        tls_cert_file: Path | None = None,
+        tls_key_file: Path | None = None,
+        ca_file: Path | None = None,
     ) -> None:
+        if (tls_cert_file is None) != (tls_key_file is None):
+            raise ValueError("give both tls_cert_file and tls_key_file, or neither")
         self.data_dir = Path(data_dir).resolve()
+        self.tls_cert_file = tls_cert_file
+        self.tls_key_file = tls_key_file
+        self.ca_file = ca_file or tls_cert_file
         self.access_key_id = access_key_id or "janua" + secrets.token_hex(4)
         self.secret_access_key = secret_access_key or secrets.token_hex(16)
         self.region = REGION
@@ -237,7 +251,8 @@ class SeaweedServer(_S3Access):
     def endpoint_url(self) -> str:
         if not self._ports:
             raise StackError("the SeaweedFS server has not been started yet: no port chosen")
-        return f"http://{HOST}:{self._ports['s3.port']}"
+        scheme = "https" if self.tls_cert_file else "http"
+        return f"{scheme}://{HOST}:{self._ports['s3.port']}"
 
     @property
     def is_running(self) -> bool:
@@ -251,6 +266,8 @@ class SeaweedServer(_S3Access):
             "-master.telemetry=false", "-volume.preStopSeconds=0",
         ]  # fmt: skip
         args += [f"-{flag}={port}" for flag, port in sorted(self._ports.items())]
+        if self.tls_cert_file and self.tls_key_file:  # https on s3.port, no plain http
+            args += [f"-s3.cert.file={self.tls_cert_file}", f"-s3.key.file={self.tls_key_file}"]
         for name in ("filer", "s3"):  # its local sockets default to /tmp and outlive a SIGKILL
             sock = self.data_dir / f"{name}.sock"
             if len(str(sock)) < _UNIX_SOCKET_PATH_MAX:
@@ -300,8 +317,13 @@ class SeaweedServer(_S3Access):
 
     def _probe(self) -> str:
         """'' when S3 serves a signed request, else what is wrong."""
+        context = None
+        if self.tls_cert_file:
+            import ssl
+
+            context = ssl.create_default_context(cafile=str(self.ca_file))
         try:  # a cheap anonymous probe first: no boto3 import while the port is closed
-            with urllib.request.urlopen(self.endpoint_url + "/", timeout=1):
+            with urllib.request.urlopen(self.endpoint_url + "/", timeout=1, context=context):
                 pass
         except urllib.error.HTTPError as answer:  # 403 to anonymous: the S3 gateway listens
             answer.close()
