@@ -5,12 +5,18 @@ keys or storage. Decompression never produces more than ``OUTPUT_PIECE_BYTES``
 at a time, so a zip bomb or a 1 GiB file of zeros costs ~1 MiB of memory.
 ``zstandard`` is imported only when the zstd codec is used, to keep the start
 of short-lived commands fast.
+
+gzip runs on zlib-ng when it is installed (a dependency; the standard zlib is
+the fallback): the same deflate format and the same levels, about three times
+faster at level 6. Backups and WAL pushes are bound by this CPU, and anything
+zlib-ng writes, any gzip reader reads (and the other way round).
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Iterator
+from types import ModuleType
 from typing import IO, TYPE_CHECKING, Protocol, cast
 
 from janua_backup.errors import ConfigError, IntegrityError
@@ -36,6 +42,17 @@ LEVEL_RANGES: dict[str, tuple[int, int]] = {"gzip": (1, 9), "zstd": (1, 19)}
 ZSTD_MAX_WINDOW_BYTES = 1 << 23
 """Levels 1-19 use windows of at most 8 MiB; refusing larger ones bounds a reader's memory."""
 _GZIP_WBITS = 31  # 16 + 15: a real gzip member (RFC 1952), not a bare zlib stream
+
+
+def _deflate_module() -> ModuleType:
+    try:
+        from zlib_ng import zlib_ng
+    except ImportError:  # pragma: no cover - zlib-ng is a dependency; zlib still works
+        return zlib
+    return zlib_ng
+
+
+_deflate = _deflate_module()
 
 
 class Compressor(Protocol):
@@ -82,7 +99,7 @@ def new_compressor(codec: str, level: int | None = None) -> Compressor:
     if resolved is None:
         return _Identity()
     if codec == "gzip":
-        return zlib.compressobj(resolved, zlib.DEFLATED, _GZIP_WBITS)
+        return cast(Compressor, _deflate.compressobj(resolved, zlib.DEFLATED, _GZIP_WBITS))
     import zstandard
 
     # A new ZstdCompressor each time: sharing one between threads crashes.
@@ -111,7 +128,7 @@ def _split(payloads: Iterator[bytes]) -> Iterator[bytes]:
 
 
 def _gunzip(payloads: Iterator[bytes]) -> Iterator[bytes]:
-    inflater = zlib.decompressobj(_GZIP_WBITS)
+    inflater = _deflate.decompressobj(_GZIP_WBITS)
     for payload in payloads:
         if inflater.eof and payload:
             raise IntegrityError("the object holds data after the end of its gzip stream")
@@ -135,7 +152,7 @@ def _gunzip(payloads: Iterator[bytes]) -> Iterator[bytes]:
 def _inflate(inflater: zlib._Decompress, data: bytes) -> bytes:
     try:
         return inflater.decompress(data, OUTPUT_PIECE_BYTES)
-    except zlib.error as exc:
+    except (zlib.error, _deflate.error) as exc:
         raise IntegrityError(f"the object's gzip stream is damaged: {exc}") from exc
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import janua_backup.pipeline
 
 PACKAGE = Path(janua_backup.pipeline.__file__).parent
-ALLOWED_THIRD_PARTY = {"cryptography", "zstandard"}
+ALLOWED_THIRD_PARTY = {"cryptography", "zstandard", "zlib_ng"}
 ALLOWED_OWN = ("janua_backup.errors", "janua_backup.pipeline")
 
 
