@@ -23,6 +23,29 @@ def wal_push(wal_path: str) -> None:
     command.run(context().settings(), wal_path)
 
 
+@cli.command("wal-push-worker", hidden=True)
+def wal_push_worker() -> None:
+    """Push every ready WAL segment ahead of the archiver ([wal] archive_async = true).
+
+    Started detached by wal-push; its stderr goes to <spool>/archive/worker.log.
+    Exits 0, or 1 after an error (SIGTERM and SIGINT stop it with 0): orphaned,
+    it may be reaped by a postmaster running as PID 1 (containers), which takes
+    any other status of a child it does not know for a crashed backend and
+    restarts the server.
+    """
+    import signal
+
+    from janua_backup.commands import wal_push_worker as command
+
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, lambda *_: sys.exit(0))
+    try:
+        command.run(context().settings())
+    except JanuaError as error:
+        click.echo(f"janua-backup: error: wal-push-worker: {error.message}", err=True)
+        sys.exit(1)
+
+
 @cli.command("wal-fetch")
 @click.argument("wal_name")
 @click.argument("destination")
@@ -39,7 +62,7 @@ def wal_fetch(wal_name: str, destination: str) -> None:
 
     pgdata = Path(str(context().overrides["postgres"].get("pgdata") or "."))
     try:
-        result = command.run(context().settings(), wal_name, destination)
+        result = command.run(context().settings(), wal_name, destination, pgdata=pgdata)
     except Exception as error:
         message = error.message if isinstance(error, JanuaError) else repr(error)
         standby = command.in_standby(pgdata)
@@ -47,3 +70,29 @@ def wal_fetch(wal_name: str, destination: str) -> None:
         sys.exit(WAL_FETCH_NOT_FOUND_EXIT if standby else WAL_FETCH_FATAL_EXIT)
     if not result.found:
         sys.exit(WAL_FETCH_NOT_FOUND_EXIT)
+
+
+@cli.command("wal-prefetch", hidden=True)
+@click.argument("wal_name")
+@click.option("--lock-fd", type=int, help="The spool lock, taken by the wal-fetch that starts us.")
+def wal_prefetch(wal_name: str, lock_fd: int | None) -> None:
+    """Keep the segments after WAL_NAME downloaded into the prefetch spool.
+
+    Started detached by wal-fetch ([wal] prefetch_segments); its stderr goes
+    to <spool>/prefetch/prefetch.log. Exits when recovery is over, always
+    with status 0: orphaned, it may be reaped by a postmaster running as
+    PID 1 (containers), which takes any status but 0 or 1 of a child it does
+    not know for a crashed backend and restarts the server.
+    """
+    import signal
+    from pathlib import Path
+
+    from janua_backup.commands import wal_prefetch as command
+
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, lambda *_: sys.exit(0))
+    pgdata = Path(str(context().overrides["postgres"].get("pgdata") or "."))
+    try:
+        command.run(context().settings(), wal_name, pgdata=pgdata, lock_fd=lock_fd)
+    except JanuaError as error:
+        click.echo(f"janua-backup: error: wal-prefetch {wal_name}: {error.message}", err=True)

@@ -1,0 +1,405 @@
+"""The prefetch spool: WAL segments fetched ahead of PostgreSQL, handed over by rename.
+
+PostgreSQL runs ``restore_command`` once per segment and waits for each, so
+replay from an object store is paced by one round trip (plus a process start
+and a decompression) per 16 MiB. ``wal-fetch`` therefore starts a prefetcher
+(``commands.wal_prefetch``) that downloads the next segments of the same
+timeline in parallel into this spool; the next ``wal-fetch`` finds its segment
+here and hands it over with one ``rename``. The model is WAL-G's
+``wal_prefetcher.go``. What differs: one long-lived prefetcher per recovery
+that follows PostgreSQL's requests (WAL-G forks one per call), so the S3
+client, its connections and the interpreter start once; a ``wal-fetch`` that
+finds its segment still downloading waits for it rather than downloading it
+a second time; and a spooled file is checked again when it is handed over.
+
+Layout of ``<spool>/prefetch/`` (``<spool>``: ``wal.spool_dir``, default
+``<pgdata>/pg_wal/.janua-spool``, which is on the filesystem of ``%p`` =
+``pg_wal/RECOVERYXLOG``, so the hand-over is an atomic rename; a ``spool_dir``
+elsewhere must serve one data directory only, and a copy replaces the rename
+when it is on another filesystem):
+
+* ``<segment name>``: a complete segment. It only ever appears under its final
+  name: the prefetcher writes ``.<name>.janua-tmp`` (``localfs.atomic_write``),
+  checks the archive's checksums, the size and the first page header on the
+  way, fsyncs, then renames. A crash leaves a temp file, never a short segment
+  under a segment's name.
+* ``request``: the segment PostgreSQL asked for last, rewritten (atomically) by
+  every ``wal-fetch`` of a segment. The prefetcher follows it: it keeps the
+  ``N`` segments after it on its timeline, so a timeline switch (the request
+  jumps to the new timeline) moves the window with it.
+* ``lock``: ``flock`` held by the running prefetcher. ``wal-fetch`` takes it
+  when it is free and lets the prefetcher it starts inherit the locked
+  descriptor: the lock is held from the moment the start is decided, so the
+  dozens of ``wal-fetch`` calls PostgreSQL makes while a new prefetcher is
+  still importing its libraries start no second one. The kernel releases it
+  when the prefetcher dies, however it dies.
+* ``prefetch.log``: the prefetcher's stderr (moved to ``prefetch.log.1``
+  beyond 1 MiB when a new prefetcher starts).
+
+Verification: a file here is used only if its size is the cluster's segment
+size and its first page header names the same timeline, segment and system
+identifier (``pg_control`` of the data directory being recovered) as the name
+PostgreSQL asked for. A file that fails is deleted and the segment is fetched
+from the archive as if it had never been prefetched. The full check (archive
+checksums) happened before the file got its name; fsync before the rename
+makes that check still hold after a crash.
+
+Who removes what: the prefetcher removes every segment outside its window
+(the requested one and the ``N`` after it), which covers segments PostgreSQL
+has passed and those of a timeline it left; when recovery ends, the server
+stops, or nobody asks for a minute, it removes all it spooled and exits.
+``wal-fetch``, when no prefetcher runs, removes everything that is not ahead
+of the segment it was asked for, and stray temp files.
+
+Prefetching happens only while the data directory is in archive recovery
+(``recovery.signal`` or ``standby.signal`` beside a ``global/pg_control``):
+``restore_command`` runs with the data directory as working directory, and a
+``wal-fetch`` run by hand elsewhere behaves exactly as without prefetch.
+
+Nothing of storage, pipeline, repository or PostgreSQL connections: this
+module handles local files only; downloads live in ``commands.wal_prefetch``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import re
+import time
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from janua_backup.errors import FormatError, InputError, JanuaError
+from janua_backup.localfs import atomic_write, read_chunks
+from janua_backup.pg import control
+from janua_backup.pg.control import ControlData
+from janua_backup.pg.wal import WalSegment
+from janua_backup.spool import resolve_root
+
+log = logging.getLogger(__name__)
+
+SUBDIR = "prefetch"
+LOCK_FILE = "lock"
+REQUEST_FILE = "request"
+LOG_FILE = "prefetch.log"
+LOG_ROTATE_BYTES = 1024 * 1024
+TEMP_SUFFIX = ".janua-tmp"  # localfs.atomic_write's temp files: .<name>.janua-tmp
+HEADER_BYTES = 64  # the long page header is 40 bytes
+SIGNAL_FILES = ("recovery.signal", "standby.signal")
+_SEGMENT_RE = re.compile(r"[0-9A-F]{24}")
+_POLL_S = 0.02  # wal-fetch waiting for a segment the prefetcher is writing
+_STALL_S = 3.0  # ... gives up once that file stopped growing for this long
+
+
+def directory(spool_dir: str | None, pgdata: Path) -> Path:
+    """``<spool>/prefetch``: the part of the spool that belongs to prefetching."""
+    return resolve_root(spool_dir, pgdata) / SUBDIR
+
+
+def recovery_control(pgdata: Path) -> ControlData | None:
+    """``pg_control`` of ``pgdata`` if it is a data directory in archive recovery, else None.
+
+    None means "do not prefetch" (run by hand outside a data directory,
+    ``pg_rewind``, recovery over); the caller then fetches as without prefetch.
+    """
+    if not any((pgdata / name).exists() for name in SIGNAL_FILES):
+        return None
+    try:
+        return control.read_control(pgdata)
+    except (InputError, FormatError):
+        return None
+
+
+def window(after: WalSegment, count: int) -> list[WalSegment]:
+    """The ``count`` segments after ``after`` on its timeline (what PostgreSQL asks next).
+
+    Only the same timeline: where a timeline switch comes, PostgreSQL asks
+    for a name on the new one, which the request file then carries.
+    """
+    result: list[WalSegment] = []
+    for step in range(1, count + 1):
+        try:
+            result.append(
+                WalSegment.from_number(after.timeline, after.number + step, after.segment_size)
+            )
+        except InputError:  # the end of the 64-bit WAL address space
+            break
+    return result
+
+
+def check_segment(
+    head: bytes, size_bytes: int, segment: WalSegment, system_identifier: int
+) -> None:
+    """Raise ``FormatError`` or ``RepositoryMismatch`` unless these are ``segment``'s bytes.
+
+    ``head`` is the start of the file (at least the 40-byte long page header).
+    """
+    header = control.parse_segment_header(head)
+    control.verify_segment_header(header, segment, system_identifier)
+    if size_bytes != segment.segment_size:
+        raise FormatError(
+            f"{segment.name} is {size_bytes} bytes long, not the segment size "
+            f"{segment.segment_size}"
+        )
+
+
+def verified(
+    chunks: Iterable[bytes], segment: WalSegment, system_identifier: int
+) -> Iterator[bytes]:
+    """Pass ``chunks`` through, checking the header on the way and the size at the end.
+
+    Meant as the input of ``atomic_write``: an error raised here, even after
+    the last chunk, comes before the rename, so a segment that fails never
+    gets its name.
+    """
+    head = b""
+    size = 0
+    for chunk in chunks:
+        if len(head) < HEADER_BYTES:
+            head += chunk[: HEADER_BYTES - len(head)]
+            if len(head) >= HEADER_BYTES:
+                check_segment(head, segment.segment_size, segment, system_identifier)
+        size += len(chunk)
+        yield chunk
+    check_segment(head, size, segment, system_identifier)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """The last segment asked for; ``stamp`` tells a repeated ask of the same name apart."""
+
+    name: str
+    stamp: tuple[int, int]  # inode and mtime of the request file: each write makes a new file
+
+
+@dataclass(frozen=True, slots=True)
+class PrefetchSpool:
+    """``<spool>/prefetch`` and the operations both sides perform on it."""
+
+    path: Path
+
+    @classmethod
+    def open(cls, path: Path) -> PrefetchSpool:
+        """The spool at ``path``, created (mode 0700) if missing; OSError if it cannot be."""
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return cls(path)
+
+    def segment_path(self, name: str) -> Path:
+        return self.path / name
+
+    def temp_path(self, name: str) -> Path:
+        return self.path / f".{name}{TEMP_SUFFIX}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / LOG_FILE
+
+    def spooled(self) -> list[str]:
+        """Names of the complete segment files, in name order."""
+        return sorted(name for name in os.listdir(self.path) if _SEGMENT_RE.fullmatch(name))
+
+    # -- the request file ------------------------------------------------------------------
+
+    def note_request(self, name: str) -> None:
+        """Record that PostgreSQL asked for ``name`` (temp + rename: never read half-written).
+
+        No fsync: after a crash PostgreSQL asks again and the file is rewritten.
+        """
+        tmp = self.path / f"{REQUEST_FILE}.new"  # not a temp name: prune must not take it
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, name.encode("ascii"))
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path / REQUEST_FILE)
+
+    def request(self) -> Request | None:
+        """The last request, or None if there is none (or the file is not a segment name)."""
+        try:
+            fd = os.open(self.path / REQUEST_FILE, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            st = os.fstat(fd)
+            name = os.read(fd, 64).decode("ascii", "replace")
+        finally:
+            os.close(fd)
+        if not _SEGMENT_RE.fullmatch(name):
+            return None
+        return Request(name, (st.st_ino, st.st_mtime_ns))
+
+    # -- the lock --------------------------------------------------------------------------
+
+    def try_lock(self) -> int | None:
+        """The locked descriptor of ``lock``, or None if a prefetcher holds it."""
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def adopt_lock(self, fd: int) -> int:
+        """Check that the inherited descriptor ``fd`` is this spool's lock, and holds it."""
+        try:
+            mine = os.stat(self.path / LOCK_FILE)
+            theirs = os.fstat(fd)
+            same = (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
+            if same:
+                # Converts our own lock in place: succeeds at once if we hold it.
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            raise InputError(f"--lock-fd {fd} is not usable: {exc.strerror}") from exc
+        if not same:
+            raise InputError(f"--lock-fd {fd} is not {self.path / LOCK_FILE}")
+        os.set_inheritable(fd, False)
+        return fd
+
+    # -- hand-over -------------------------------------------------------------------------
+
+    def take(self, segment: WalSegment, dest: Path, system_identifier: int) -> int | None:
+        """Move the spooled ``segment`` to ``dest`` after checking it; its size, or None.
+
+        None when it is not spooled, or was spooled but fails the check (then
+        it is deleted): the caller fetches it from the archive.
+        """
+        path = self.segment_path(segment.name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            size = os.fstat(fd).st_size
+            head = os.read(fd, HEADER_BYTES)
+        finally:
+            os.close(fd)
+        try:
+            check_segment(head, size, segment, system_identifier)
+        except JanuaError as exc:
+            log.warning(
+                "wal-fetch name=%s prefetched file rejected (%s); fetching it from the archive",
+                segment.name,
+                exc.message,
+            )
+            _unlink(path)
+            return None
+        try:
+            os.rename(path, dest)
+        except FileNotFoundError:
+            return None  # removed by the prefetcher in the meantime: the archive has it
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            # wal.spool_dir on another filesystem: a copy, still atomic at dest.
+            atomic_write(dest, read_chunks(path), mode=0o600)
+            _unlink(path)
+        return size
+
+    def wait_in_flight(self, name: str, stall_s: float = _STALL_S) -> bool:
+        """Wait while the prefetcher writes ``name``; True once it is complete.
+
+        False at once if no download of it is under way, and as soon as its temp
+        file disappears without the segment (failed) or stops growing for
+        ``stall_s`` (storage stalled): the caller then asks the archive itself.
+        Downloading the same segment twice at once would only slow both down.
+        """
+        final, temp = self.segment_path(name), self.temp_path(name)
+        last_size, last_growth = -1, time.monotonic()
+        while True:
+            if final.exists():
+                return True
+            try:
+                size = temp.stat().st_size
+            except FileNotFoundError:
+                return final.exists()
+            now = time.monotonic()
+            if size != last_size:
+                last_size, last_growth = size, now
+            elif now - last_growth > stall_s:
+                return False
+            time.sleep(_POLL_S)
+
+    # -- cleaning --------------------------------------------------------------------------
+
+    def prune(self, keep: Collection[str], *, keep_temps: Collection[str] = ()) -> set[str]:
+        """Remove segment files not in ``keep`` and temp files not in ``keep_temps``.
+
+        Returns the names of the segment files that remain.
+        """
+        remaining: set[str] = set()
+        for entry in os.listdir(self.path):
+            if _SEGMENT_RE.fullmatch(entry):
+                if entry in keep:
+                    remaining.add(entry)
+                else:
+                    _unlink(self.path / entry)
+            elif _is_temp(entry) and entry[1 : -len(TEMP_SUFFIX)] not in keep_temps:
+                _unlink(self.path / entry)
+        return remaining
+
+    def clean(self, current: WalSegment) -> None:
+        """Keep only segments ahead of ``current`` on its timeline; drop every temp file.
+
+        For ``wal-fetch`` when no prefetcher runs (it holds the lock): what is
+        behind, or on a timeline PostgreSQL has left, will not be asked for.
+        """
+        ahead = set()
+        for name in self.spooled():
+            try:
+                segment = WalSegment.parse(name, current.segment_size)
+            except InputError:
+                continue
+            if segment.timeline == current.timeline and segment.number > current.number:
+                ahead.add(name)
+        self.prune(ahead)
+
+    def rotate_log(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            if self.log_path.stat().st_size > LOG_ROTATE_BYTES:
+                os.replace(self.log_path, self.path / f"{LOG_FILE}.1")
+
+    # -- starting the prefetcher -----------------------------------------------------------
+
+    def start(self, argv: Sequence[str], lock_fd: int) -> int:
+        """Start ``argv`` detached (own session, no terminal, stdin and stdout on /dev/null,
+        stderr appended to ``prefetch.log``), inheriting the locked ``lock_fd``; its pid.
+
+        ``posix_spawn`` rather than ``subprocess``: nothing to import on the
+        ``wal-fetch`` path, and no child object whose collection warns.
+        """
+        self.rotate_log()
+        os.set_inheritable(lock_fd, True)
+        try:
+            actions = [
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                (
+                    os.POSIX_SPAWN_OPEN,
+                    2,
+                    str(self.log_path),
+                    os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                    0o600,
+                ),
+            ]
+            return os.posix_spawn(
+                argv[0], list(argv), dict(os.environ), file_actions=actions, setsid=True
+            )
+        finally:
+            os.set_inheritable(lock_fd, False)
+
+
+def _is_temp(entry: str) -> bool:
+    return entry.startswith(".") and entry.endswith(TEMP_SUFFIX)
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
