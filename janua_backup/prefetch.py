@@ -78,7 +78,7 @@ from janua_backup.localfs import atomic_write, read_chunks
 from janua_backup.pg import control
 from janua_backup.pg.control import ControlData
 from janua_backup.pg.wal import WalSegment
-from janua_backup.spool import resolve_root
+from janua_backup.spool import DEFAULT_SUBDIR, resolve_root
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,36 @@ SIGNAL_FILES = ("recovery.signal", "standby.signal")
 _SEGMENT_RE = re.compile(r"[0-9A-F]{24}")
 _POLL_S = 0.02  # wal-fetch waiting for a segment the prefetcher is writing
 _STALL_S = 3.0  # ... gives up once that file stopped growing for this long
+
+
+def shell_hand_over(spool_dir: str | None) -> str:
+    """The start of ``restore_command``: a spooled segment goes to PostgreSQL without
+    starting Python.
+
+    Replay is otherwise paced by one interpreter start per segment (~80 ms, most of
+    a hit's cost). Everything the Python hand-over would add is already true here:
+    a segment appears under its name in the spool only after the prefetcher checked
+    its archive checksums, size and first page header and fsynced it, and the
+    spool is this data directory's (mode 0700). The shell records the request like
+    ``wal-fetch`` does, so the prefetcher keeps following, and logs one line.
+    Anything else (a miss, a history file, a failed ``mv``) runs ``wal-fetch``
+    itself, through ``exec`` so that its exit status is the command's.
+    """
+    import shlex
+
+    where = (
+        shlex.quote(str(Path(spool_dir) / SUBDIR))
+        if spool_dir
+        else f"pg_wal/{DEFAULT_SUBDIR}/{SUBDIR}"
+    )
+    # %% is PostgreSQL's escape for a literal %: printf gets "%s".
+    return (
+        f"if [ -f {where}/%f ] && printf %%s %f > {where}/{REQUEST_FILE}.new"
+        f" && mv -f {where}/{REQUEST_FILE}.new {where}/{REQUEST_FILE}"
+        f' && mv -f {where}/%f "%p"; then'
+        ' echo "janua-backup: INFO: wal-fetch name=%f source=prefetch (shell)" >&2; exit 0; fi;'
+        " exec "
+    )
 
 
 def directory(spool_dir: str | None, pgdata: Path) -> Path:

@@ -355,7 +355,12 @@ def restore_command(settings: Settings) -> str:
         exe = Path(found) if found else None
     program = str(exe) if exe else f"{sys.executable} -m janua_backup"
     config = f" --config {_shell_quote(settings.config_path)}" if settings.config_path else ""
-    return f"{program}{config} wal-fetch %f %p"
+    command = f'{program}{config} wal-fetch %f "%p"'
+    if settings.wal.prefetch_segments > 0:
+        from janua_backup.prefetch import shell_hand_over
+
+        return shell_hand_over(settings.wal.spool_dir) + command
+    return command
 
 
 def _shell_quote(value: str) -> str:

@@ -41,7 +41,7 @@ def spool_of(pgdata: Path) -> Path:
 def prefetched(cluster: PgCluster) -> list[str]:
     """Segments the server got from the prefetch spool, from restore_command's log lines."""
     text = cluster.log_path.read_text(errors="replace")
-    return re.findall(r"wal-fetch name=([0-9A-F]{24}) size=\d+ source=prefetch", text)
+    return re.findall(r"wal-fetch name=([0-9A-F]{24})(?: size=\d+)? source=prefetch", text)
 
 
 def wait_prefetcher_gone(pgdata: Path, limit_s: float = 60.0) -> None:
