@@ -102,7 +102,7 @@ class S3Location:
     path_style: bool = True
     verify_tls: bool | str = True  # or a CA bundle path
     max_attempts: int = 6  # botocore's attempts per request
-    part_size_bytes: int = 8 * _MIB  # two copies in flight per upload: memory is jobs x 16 MiB
+    part_size_bytes: int = 5 * _MIB  # two copies in flight per upload: memory is jobs x 10 MiB
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 60.0
     retry_deadline_s: float = 30.0  # no new retry round starts after this
