@@ -39,6 +39,9 @@ def backup(
     """
     from janua_backup import output
     from janua_backup.commands import backup as command
+    from janua_backup.memory import bound_allocator
+
+    bound_allocator()
 
     settings = config.with_compression(
         context().settings(backup={"jobs": jobs}), compression, level

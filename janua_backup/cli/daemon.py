@@ -45,6 +45,9 @@ def daemon(policy_path: str | None, metrics_port: int, metrics_address: str) -> 
     exit 0.
     """
     from janua_backup import policy
+    from janua_backup.memory import bound_allocator
+
+    bound_allocator()
     from janua_backup.daemon import scheduler
 
     rules = policy.load(Path(policy_path)) if policy_path else policy.default()

@@ -70,6 +70,9 @@ def restore(
     """
     from janua_backup import output
     from janua_backup.commands import restore as command
+    from janua_backup.memory import bound_allocator
+
+    bound_allocator()
     from janua_backup.commands.restore_request import build_request
 
     request = build_request(

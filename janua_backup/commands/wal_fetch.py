@@ -66,6 +66,8 @@ def run(settings: Settings, name: str, dest: str, *, pgdata: Path = Path(".")) -
     of restore_command), where the prefetch spool lives by default."""
     started = time.monotonic()
     kind = classify(name)  # refuses names that are not WAL files
+    if kind is WalFileKind.HISTORY and settings.wal.prefetch_segments > 0:
+        _start_early(settings, pgdata)
     if kind is WalFileKind.SEGMENT and settings.wal.prefetch_segments > 0:
         size = _from_spool(settings, name, Path(dest), pgdata)
         if size is not None:
@@ -105,6 +107,41 @@ def _from_spool(settings: Settings, name: str, dest: Path, pgdata: Path) -> int 
     except (OSError, JanuaError) as exc:
         _skipped(name, exc)
     return size
+
+
+def _start_early(settings: Settings, pgdata: Path) -> None:
+    """Start the prefetcher at the backup's first segment before PostgreSQL asks for it.
+
+    With recovery_target_timeline 'latest', recovery looks for timeline history
+    files before it reads backup_label and asks for its first segment; starting
+    the prefetcher on that first call hides its start-up (an interpreter, an S3
+    client) behind those lookups instead of paying it on the first segments.
+    Best effort: anything wrong here only means no head start.
+    """
+    ctl = prefetch.recovery_control(pgdata)
+    start = _backup_label_start(pgdata)
+    if ctl is None or start is None:
+        return
+    try:
+        segment = WalSegment.parse(start, ctl.wal_segment_size)
+        spool = PrefetchSpool.open(prefetch.directory(settings.wal.spool_dir, pgdata))
+        if spool.request() is None:  # only before the first segment request
+            spool.note_request(segment.name)
+            _ensure_prefetcher(settings, spool, segment, pgdata)
+    except (OSError, JanuaError) as exc:
+        _skipped(start, exc)
+
+
+def _backup_label_start(pgdata: Path) -> str | None:
+    """The segment named by ``START WAL LOCATION: ... (file NAME)`` in backup_label."""
+    try:
+        text = (pgdata / "backup_label").read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("START WAL LOCATION:") and "(file " in line:
+            return line.rsplit("(file ", 1)[1].rstrip(")").strip()
+    return None
 
 
 def _skipped(name: str, exc: OSError | JanuaError) -> None:

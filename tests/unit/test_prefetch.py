@@ -380,3 +380,26 @@ def test_prefetcher_follows_requests_across_a_timeline_switch(
         thread.join(timeout=60)
     assert outcome == ["recovery over"]
     assert os.listdir(spool.path) == [prefetch.REQUEST_FILE]
+
+
+def test_a_history_lookup_starts_the_prefetcher_at_the_backups_first_segment(
+    pgdata: Path, spool: PrefetchSpool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[str] = []
+    monkeypatch.setattr(
+        wal_fetch,
+        "_ensure_prefetcher",
+        lambda settings, sp, segment, data: started.append(segment.name),
+    )
+    settings = Settings(wal=WalSettings(prefetch_segments=4))
+    wal_fetch._start_early(settings, pgdata)
+    assert started == []  # no backup_label: no head start
+    first = seg(1, 7)
+    (pgdata / "backup_label").write_text(
+        f"START WAL LOCATION: 0/7000028 (file {first.name})\nCHECKPOINT LOCATION: 0/7000060\n"
+    )
+    wal_fetch._start_early(settings, pgdata)
+    assert started == [first.name]
+    assert spool.request() is not None and spool.request().name == first.name  # type: ignore[union-attr]
+    wal_fetch._start_early(settings, pgdata)  # once segments are requested, never again
+    assert started == [first.name]
