@@ -32,7 +32,7 @@ from janua_backup.commands import drill_checks, restore
 from janua_backup.commands.common import open_repo
 from janua_backup.commands.restore_request import build_request
 from janua_backup.config import Settings
-from janua_backup.errors import JanuaError
+from janua_backup.errors import InputError, JanuaError
 from janua_backup.pg.scratch import Cancelled, Owner, ScratchServer, find_bindir
 from janua_backup.pg.wal import Lsn
 from janua_backup.policy import CheckQuery, VerifyPolicy
@@ -119,7 +119,7 @@ def run(
     """The drill; ``cancel`` (the daemon's SIGTERM) stops it without storing a report."""
     started = datetime.now(UTC)
     timing = _Timing(time.monotonic())
-    home = Path(tempfile.mkdtemp(prefix="janua-verify-", dir=request.scratch_parent))
+    home = _scratch_home(request.scratch_parent)
     log.info("verify begins scratch=%s", home)
     server: ScratchServer | None = None
     try:
@@ -158,6 +158,17 @@ def run(
         report.total_s,
     )
     return DrillResult(report, key, str(home) if request.keep else None)
+
+
+def _scratch_home(parent: Path | None) -> Path:
+    try:
+        return Path(tempfile.mkdtemp(prefix="janua-verify-", dir=parent))
+    except OSError as exc:
+        where = parent or tempfile.gettempdir()
+        raise InputError(
+            f"cannot create a scratch directory in {where} ({exc.strerror}); give --scratch-dir "
+            "an existing directory with room for a full restore"
+        ) from exc
 
 
 def _stopper(cancel: threading.Event | None) -> Callable[[int], None] | None:

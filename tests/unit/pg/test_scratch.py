@@ -51,3 +51,10 @@ def test_settings_keep_the_server_away_from_production(tmp_path: Path) -> None:
 def test_missing_binaries_name_the_setting(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--pg-bindir"):
         find_bindir(15, str(tmp_path))
+
+
+def test_a_missing_scratch_parent_is_one_sentence(tmp_path: Path) -> None:
+    from janua_backup.errors import InputError
+
+    with pytest.raises(InputError, match="--scratch-dir"):
+        verify._scratch_home(tmp_path / "missing")
