@@ -19,7 +19,13 @@ from janua_backup.repository.objects import Repo
 from janua_backup.storage.base import Storage
 
 
-def open_storage(settings: Settings) -> Storage:
+def open_storage(settings: Settings, *, quick_start: bool = False) -> Storage:
+    """The repository's storage; ``quick_start`` for commands that store or fetch one file.
+
+    ``quick_start`` lets the S3 driver skip boto3 where its standard-library
+    client gives the same answers (``storage/s3_wire.py``): PostgreSQL starts
+    wal-push and wal-fetch once per file, so start-up is archive latency.
+    """
     url = urlparse(settings.require_repo().url)
     if url.scheme == "file":
         from janua_backup.storage.posix import PosixStorage
@@ -40,6 +46,7 @@ def open_storage(settings: Settings) -> Storage:
         path_style=s3.path_style,
         verify_tls=verify,
         retry_deadline_s=s3.retry_deadline_s,
+        quick_start=quick_start,
     )
     return S3Storage(location)
 
@@ -54,10 +61,10 @@ def load_key(enc: EncryptionSettings) -> Key | None:
     return None
 
 
-def open_repo(settings: Settings) -> Repo:
+def open_repo(settings: Settings, *, quick_start: bool = False) -> Repo:
     comp = settings.compression
     spec = EncodeSpec(codec=comp.codec, level=comp.level or None, key=load_key(settings.encryption))
-    return Repo(storage=open_storage(settings), spec=spec)
+    return Repo(storage=open_storage(settings, quick_start=quick_start), spec=spec)
 
 
 def jobs(settings: Settings) -> int:

@@ -190,7 +190,7 @@ def _from_archive(settings: Settings, name: str, dest: str, started: float) -> W
     from janua_backup.commands.common import open_repo
     from janua_backup.repository import wal_archive
 
-    repo = open_repo(settings)
+    repo = open_repo(settings, quick_start=True)
     deadline = time.monotonic() + settings.wal.fetch_retry_deadline_s
     attempt = 0
     while True:

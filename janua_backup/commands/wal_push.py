@@ -114,7 +114,7 @@ def _push_sync(settings: Settings, path: Path, kind: WalFileKind, pgdata: Path) 
     from janua_backup.repository import marker, wal_archive
 
     identity = identify(path, kind, pgdata)
-    repo = open_repo(settings)
+    repo = open_repo(settings, quick_start=True)
     if identity.system_identifier is not None:
         marker.ensure(
             repo,

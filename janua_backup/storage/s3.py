@@ -29,6 +29,10 @@ Choices a reader may wonder about:
 * Flexible checksums (CRC32 headers, botocore >= 1.36) are sent only when an
   operation requires them: many S3-compatible stores reject them, and the
   pipeline already verifies size and sha256 end to end.
+* ``quick_start`` (``wal-push``, ``wal-fetch``) swaps boto3 for the standard
+  library client of ``s3_wire`` where that gives the same answers: building a
+  boto3 client costs more than the requests of a command that stores or fetches
+  one segment. Its errors go through the same retry loop and translation.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from janua_backup.errors import (
     AccessDenied,
@@ -52,6 +56,7 @@ from janua_backup.errors import (
     StorageUnreachable,
 )
 from janua_backup.storage.base import ObjectInfo
+from janua_backup.storage.s3_wire import WireError, WireUnreachable
 
 if TYPE_CHECKING:
     from botocore.response import StreamingBody
@@ -108,6 +113,7 @@ class S3Location:
     retry_deadline_s: float = 30.0  # no new retry round starts after this
     retry_base_delay_s: float = 0.5  # first backoff; doubles each round, capped at 8 s
     max_pool_connections: int = 16  # parallel transfers share one client
+    quick_start: bool = False  # short-lived command: s3_wire's client when it applies
 
     def __post_init__(self) -> None:
         problems = []
@@ -137,6 +143,7 @@ class S3Storage:
         self.settings = settings
         self._lock = threading.Lock()
         self._client_or_none: S3Client | None = None
+        self._client_errors: tuple[type[Exception], ...] = (WireError, WireUnreachable)
         self._bucket_seen_at: float | None = None
 
     def describe(self) -> str:
@@ -173,7 +180,7 @@ class S3Storage:
         full, bucket = self._full(key), self.settings.bucket
         # GetObject, not HeadObject: its error body tells NoSuchKey from NoSuchBucket.
         response = self._call("get", key, lambda c: c.get_object(Bucket=bucket, Key=full))
-        return _BodyChunks(response["Body"], f"{self.describe()}/{key}")
+        return _BodyChunks(response["Body"], f"{self.describe()}/{key}", self._client_errors)
 
     def head(self, key: str) -> ObjectInfo | None:
         full, bucket = self._full(key), self.settings.bucket
@@ -229,10 +236,25 @@ class S3Storage:
             return self._client_or_none
 
     def _new_client(self) -> S3Client:
+        s = self.settings
+        if s.quick_start and s.endpoint_url:
+            from janua_backup.storage import s3_wire
+
+            creds = s3_wire.usable(
+                s.endpoint_url, s.access_key_id, s.secret_access_key, s.session_token, s.path_style
+            )
+            if creds is not None:
+                wire = s3_wire.WireClient(
+                    s.endpoint_url, s.region, creds, verify=s.verify_tls,
+                    connect_timeout_s=s.connect_timeout_s, read_timeout_s=s.read_timeout_s,
+                )  # fmt: skip
+                self._client_errors = (WireError, WireUnreachable)
+                return cast("S3Client", wire)
         import boto3.session
+        from botocore import exceptions as bce
         from botocore.config import Config
 
-        s = self.settings
+        self._client_errors = (bce.BotoCoreError, bce.ClientError)
         config = Config(
             connect_timeout=s.connect_timeout_s,
             read_timeout=s.read_timeout_s,
@@ -256,15 +278,13 @@ class S3Storage:
 
         ``key`` names the object in messages; ``None`` marks a bucket-level call.
         """
-        from botocore import exceptions as bce
-
         client = self._client()
         started = time.monotonic()
         attempt = 0
         while True:
             try:
                 return request(client)
-            except (bce.BotoCoreError, bce.ClientError) as exc:
+            except self._client_errors as exc:
                 cap = min(_MAX_RETRY_DELAY_S, self.settings.retry_base_delay_s * 2**attempt)
                 delay = cap / 2 + random.uniform(0, cap / 2)
                 elapsed = time.monotonic() - started
@@ -280,33 +300,22 @@ class S3Storage:
     def _translate(
         self, exc: Exception, op: str, key: str | None, elapsed_s: float
     ) -> StorageError:
-        from botocore import exceptions as bce
-
         s, where = self.settings, self.describe() + (f"/{key}" if key else "")
         endpoint = s.endpoint_url or "the AWS S3 endpoint"
-        if isinstance(exc, bce.ClientError):
-            code, status, message = _details(exc)
-            if code == "NoSuchBucket" or (key is None and code in _BARE_NOT_FOUND):
-                return BucketNotFound(
-                    f"bucket {s.bucket!r} does not exist at {endpoint}; "
-                    "create it or fix repository.url"
+        if isinstance(exc, WireUnreachable):
+            if exc.tls:
+                return StorageUnreachable(
+                    f"TLS with {endpoint} failed ({exc}); check [s3] verify_tls and the CA bundle"
                 )
-            if code in _BARE_NOT_FOUND:
-                self._require_bucket()  # a bare 404 says nothing about the bucket
-            if code == "NoSuchKey" or code in _BARE_NOT_FOUND:
-                return ObjectNotFound(f"{where} does not exist")
-            if code in _CONDITION_FAILED or status == 412:
-                return ObjectExists(f"{where} already exists")
-            if code in _DENIED or status == 403:
-                return AccessDenied(
-                    f"{endpoint} refused the credentials for s3://{s.bucket} ({code}); check "
-                    "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or [s3] access_key_id/"
-                    "secret_access_key, and that they may read and write the bucket"
-                )
-            return StorageError(
-                f"S3 {op} of {where} failed after {elapsed_s:.0f}s: "
-                f"{code} (HTTP {status}) {message}"
+            return StorageUnreachable(
+                f"cannot reach S3 endpoint {endpoint} (gave up after {elapsed_s:.0f}s): {exc}"
             )
+        if isinstance(exc, WireError):
+            return self._refusal(exc.code, exc.status, exc.message, op, key, elapsed_s)
+        from botocore import exceptions as bce
+
+        if isinstance(exc, bce.ClientError):
+            return self._refusal(*_details(exc), op, key, elapsed_s)
         if isinstance(exc, bce.NoCredentialsError | bce.PartialCredentialsError):
             return AccessDenied(
                 "no S3 credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
@@ -321,6 +330,32 @@ class S3Storage:
                 f"cannot reach S3 endpoint {endpoint} (gave up after {elapsed_s:.0f}s): {exc}"
             )
         return StorageError(f"S3 {op} of {where} failed: {exc}")
+
+    def _refusal(
+        self, code: str, status: int, message: str, op: str, key: str | None, elapsed_s: float
+    ) -> StorageError:
+        """The error for an answer the store gave (rather than no answer)."""
+        s, where = self.settings, self.describe() + (f"/{key}" if key else "")
+        endpoint = s.endpoint_url or "the AWS S3 endpoint"
+        if code == "NoSuchBucket" or (key is None and code in _BARE_NOT_FOUND):
+            return BucketNotFound(
+                f"bucket {s.bucket!r} does not exist at {endpoint}; create it or fix repository.url"
+            )
+        if code in _BARE_NOT_FOUND:
+            self._require_bucket()  # a bare 404 says nothing about the bucket
+        if code == "NoSuchKey" or code in _BARE_NOT_FOUND:
+            return ObjectNotFound(f"{where} does not exist")
+        if code in _CONDITION_FAILED or status == 412:
+            return ObjectExists(f"{where} already exists")
+        if code in _DENIED or status == 403:
+            return AccessDenied(
+                f"{endpoint} refused the credentials for s3://{s.bucket} ({code}); check "
+                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or [s3] access_key_id/"
+                "secret_access_key, and that they may read and write the bucket"
+            )
+        return StorageError(
+            f"S3 {op} of {where} failed after {elapsed_s:.0f}s: {code} (HTTP {status}) {message}"
+        )
 
     def _require_bucket(self) -> None:
         seen = self._bucket_seen_at
@@ -366,13 +401,11 @@ class S3Storage:
         return {"PartNumber": number, "ETag": uploaded["ETag"]}
 
     def _abort(self, full: str, upload_id: str) -> None:
-        from botocore import exceptions as bce
-
         try:
             self._client().abort_multipart_upload(
                 Bucket=self.settings.bucket, Key=full, UploadId=upload_id
             )
-        except (bce.BotoCoreError, bce.ClientError) as exc:
+        except self._client_errors as exc:
             log.warning(
                 "s3 abort failed key=%s upload_id=%s error=%s "
                 "(a lifecycle rule for incomplete multipart uploads will clean it up)",
@@ -400,15 +433,16 @@ class _BodyChunks(Iterator[bytes]):
     too, and read errors mid-stream become ``StorageError``.
     """
 
-    def __init__(self, body: StreamingBody, where: str) -> None:
+    def __init__(
+        self, body: StreamingBody, where: str, errors: tuple[type[Exception], ...]
+    ) -> None:
         self._body = body
+        self._errors: tuple[type[Exception], ...] = (*errors, OSError)
         self._chunks = body.iter_chunks(_CHUNK_BYTES)
         self._where = where
         self._closed = False
 
     def __next__(self) -> bytes:
-        from botocore import exceptions as bce
-
         if self._closed:
             raise StopIteration
         try:
@@ -416,7 +450,7 @@ class _BodyChunks(Iterator[bytes]):
         except StopIteration:
             self.close()
             raise
-        except (bce.BotoCoreError, OSError) as exc:
+        except self._errors as exc:
             self.close()
             raise StorageError(f"reading {self._where} failed mid-stream: {exc}") from exc
 
@@ -465,6 +499,8 @@ def _prepend(head: _T, rest: Iterator[_T]) -> Iterator[_T]:
 
 
 def _details(exc: Exception) -> tuple[str, int, str]:
+    if isinstance(exc, WireError):
+        return exc.code, exc.status, exc.message
     from botocore.exceptions import ClientError
 
     if not isinstance(exc, ClientError):
@@ -475,6 +511,10 @@ def _details(exc: Exception) -> tuple[str, int, str]:
 
 
 def _retryable(exc: Exception) -> bool:
+    if isinstance(exc, WireUnreachable):
+        return not exc.tls
+    if isinstance(exc, WireError):
+        return exc.status >= 500 or exc.status == 429 or exc.code in _THROTTLED
     from botocore import exceptions as bce
 
     if isinstance(exc, bce.ClientError):

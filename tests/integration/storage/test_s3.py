@@ -57,13 +57,19 @@ def location(server: S3Server, bucket: str, prefix: str = "repo/one", **extra: A
     )
 
 
-@pytest.fixture
-def open_s3() -> Iterator[Callable[[S3Location], S3Storage]]:
-    """Makes S3Storage instances and closes them (botocore pools sockets)."""
+@pytest.fixture(params=["boto3", "wire"])
+def open_s3(request: pytest.FixtureRequest) -> Iterator[Callable[[S3Location], S3Storage]]:
+    """Makes S3Storage instances and closes them (both clients pool sockets).
+
+    Every test runs twice: with boto3, and with the standard-library client
+    that wal-push and wal-fetch use (``quick_start``), so both give the same
+    answers to the same server.
+    """
     made: list[S3Storage] = []
+    quick = request.param == "wire"
 
     def make(settings: S3Location) -> S3Storage:
-        made.append(S3Storage(settings))
+        made.append(S3Storage(replace(settings, quick_start=quick)))
         return made[-1]
 
     yield make
@@ -228,3 +234,23 @@ def test_unreachable_endpoint_is_storage_unreachable_quickly(
         with pytest.raises(StorageUnreachable, match=endpoint):
             call()
         assert time.monotonic() - started < 5, name
+
+
+def test_quick_start_uses_the_wire_client_only_where_it_applies(
+    s3_server: S3Server, s3_bucket: str
+) -> None:
+    from janua_backup.storage.s3_wire import WireClient
+
+    quick = replace(location(s3_server, s3_bucket), quick_start=True)
+    cases = [
+        (quick, True),
+        (replace(quick, quick_start=False), False),
+        (replace(quick, path_style=False), False),  # virtual-host addressing: boto3's rules
+    ]
+    for settings, wire in cases:
+        storage = S3Storage(settings)
+        try:
+            assert storage.head("absent") is None
+            assert isinstance(storage._client(), WireClient) is wire, settings
+        finally:
+            storage.close()
