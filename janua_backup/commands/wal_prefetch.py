@@ -89,7 +89,9 @@ def run(
         first = WalSegment.parse(after, ctl.wal_segment_size)
         count = settings.wal.prefetch_segments
         log.info("wal-prefetch begin after=%s segments=%d jobs=%d", after, count, jobs(settings))
-        worker = Prefetcher(open_repo(settings), spool, ctl, pgdata, count, jobs(settings))
+        # quick_start: recovery waits for the first segments while this process starts.
+        repo = open_repo(settings, quick_start=True)
+        worker = Prefetcher(repo, spool, ctl, pgdata, count, jobs(settings))
         reason = worker.run(first, idle_s=idle_s) if count > 0 else "prefetch is off"
     finally:
         os.close(lock)
