@@ -35,13 +35,11 @@ import ssl
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 from xml.etree import ElementTree
-from xml.sax.saxutils import escape
 
 __all__ = ["WireClient", "WireError", "WireUnreachable", "usable"]
 
@@ -174,6 +172,8 @@ class WireClient:
         return {}
 
     def head_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
+        from email.utils import parsedate_to_datetime  # here: costs ~5 ms to import
+
         headers = self._request("HEAD", Bucket, Key, {})
         return {
             "ContentLength": int(headers.get("content-length", "0")),
@@ -467,6 +467,11 @@ def _text(root: ElementTree.Element, name: str, default: str | None = None) -> s
     if default is None:
         raise WireError("MalformedResponse", 200, f"no <{name}> in the answer")
     return default
+
+
+def escape(text: str) -> str:
+    """XML text escaping (xml.sax.saxutils would import urllib.request: ~6 ms per process)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _unquote(text: str) -> str:
