@@ -251,7 +251,7 @@ class WireClient:
             {
                 "Key": _unquote(_text(item, "Key")),
                 "Size": int(_text(item, "Size")),
-                "LastModified": dt.datetime.fromisoformat(_text(item, "LastModified")),
+                "LastModified": _utc(_text(item, "LastModified")),
             }
             for item in _children(root, "Contents")
         ]
@@ -467,6 +467,12 @@ def _text(root: ElementTree.Element, name: str, default: str | None = None) -> s
     if default is None:
         raise WireError("MalformedResponse", 200, f"no <{name}> in the answer")
     return default
+
+
+def _utc(text: str) -> dt.datetime:
+    """An ISO 8601 time from a listing; one without an offset is UTC, as S3 means it."""
+    moment = dt.datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def escape(text: str) -> str:
