@@ -39,7 +39,7 @@ SETTINGS = S3Location(
 def test_importing_the_driver_does_not_import_boto3() -> None:
     # wal-push runs once per WAL segment; boto3 costs a noticeable share of that.
     code = (
-        "import sys, janua_backup.storage.s3\n"
+        "import sys, janua_backup.storage.s3, janua_backup.storage.s3_wire\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore'))\n"
         "assert not heavy, heavy\n"
     )
