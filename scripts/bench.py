@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""janua-backup against pgBackRest on the same data, the same S3 server and the same codec.
+"""janua-backup against pgBackRest and barman-cloud on the same data, S3 server and codec.
 
 For each data set (pgbench tables; a mix of text, JSON and indexes that
 compresses 3-4x like real tables) it starts one S3 server (SeaweedFS over
 https) and one PostgreSQL cluster, gives each tool its own bucket, and
 measures full backup, restore, one wal-push by hand, the drain of a backlog
 of ready segments and PITR replay, in rounds that alternate the tools. It
-prints the medians and the ratios janua/pgBackRest; docs/benchmarks.md says
-what each number means. Not part of the test suite: scripts/bench runs it.
+prints the medians and the ratios janua/pgBackRest (and janua/barman-cloud
+when barman-cloud is measured); docs/benchmarks.md says what each number
+means. Not part of the test suite: scripts/bench runs it.
 """
 
 from __future__ import annotations
@@ -26,18 +27,17 @@ from types import FrameType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import datasets
+from benchlib import barman, datasets
 from benchlib.phases import PHASES, Bench, Options
 from benchlib.procmon import CommandFailed, run
 from benchlib.report import Results
 from benchlib.stack import Closing, Stack
 from benchlib.tls import write_tls_files
-from benchlib.tools import Janua, PgBackRest, Site, Tool
+from benchlib.tools import CODECS, Janua, PgBackRest, Site, Tool
 from localstack import StackError
 
 DATASETS = ("pgbench", "mixed")
-TOOLS = ("janua", "pgbackrest")
-CODECS = ("gzip", "zstd")
+TOOLS = ("janua", "pgbackrest", "barman")
 
 
 def _csv(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
@@ -61,17 +61,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="rounds per measure and tool (default 3)")
     p.add_argument("--push-repeats", type=int, default=0,
                    help="wal-push by hand per tool (default: max(rounds, 5))")  # fmt: skip
-    p.add_argument("--tools", type=_csv(TOOLS), default=list(TOOLS), help="janua,pgbackrest")
+    p.add_argument("--tools", type=_csv(TOOLS), default=None,
+                   help="janua,pgbackrest,barman (default: those installed)")  # fmt: skip
     p.add_argument("--codecs", type=_csv(CODECS), default=list(CODECS), help="gzip,zstd")
     p.add_argument("--only", type=_csv(PHASES), default=list(PHASES), help=",".join(PHASES))
     p.add_argument("--drain-segments", type=int, default=65, help="backlog size (default 65)")
     p.add_argument("--pitr-segments", type=int, default=68, help="WAL to replay (default 68)")
     p.add_argument("--process-max", type=int, default=2,
-                   help="janua jobs = pgBackRest process-max (default 2)")  # fmt: skip
+                   help="janua jobs = pgBackRest process-max = barman -J (default 2)")  # fmt: skip
     p.add_argument("--workdir", type=Path, help="default: a new directory under /tmp")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     p.add_argument("--json", type=Path, help="also write the results to this file")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.tools is None:  # barman-cloud only where scripts/bench could install it
+        args.tools = [t for t in TOOLS if t != "barman" or barman.installed()]
+    return args
 
 
 def _tools(names: list[str], site: Site) -> list[Tool]:
@@ -79,11 +83,17 @@ def _tools(names: list[str], site: Site) -> list[Tool]:
     for name in names:
         if name == "janua":
             tools.append(Janua(site))
+        elif name == "barman":
+            if barman.installed():
+                tools.append(barman.Barman(site))
+            else:
+                print(f"bench: barman-cloud is not in {barman.venv()} (scripts/bench "
+                      "installs it): measuring without it", file=sys.stderr)  # fmt: skip
         elif shutil.which("pgbackrest"):
             tools.append(PgBackRest(site))
         else:
             print("bench: pgbackrest is not installed (apt-get install pgbackrest): "
-                  "measuring janua-backup alone", file=sys.stderr)  # fmt: skip
+                  "measuring without it", file=sys.stderr)  # fmt: skip
     return tools
 
 
@@ -108,7 +118,10 @@ def bench_dataset(name: str, args: argparse.Namespace, base: Path, results: Resu
     tls = write_tls_files(base / "tls")
     stack = Stack(base / name, tls)
     with Closing(stack):
-        cluster = stack.start(["bench-janua", "bench-pgbackrest"])
+        buckets = ["bench-janua", "bench-pgbackrest"]
+        if "barman" in args.tools:
+            buckets.append(barman.Barman.bucket)
+        cluster = stack.start(buckets)
         print(f"[{name}] S3 at {stack.s3.endpoint_url}, PostgreSQL on port {cluster.port}")
         dataset = _load(stack, name, args)
         mib = 1024 * 1024
@@ -129,8 +142,10 @@ def bench_dataset(name: str, args: argparse.Namespace, base: Path, results: Resu
         for tool in tools:
             if isinstance(tool, Janua):
                 results.setup["janua_features"] = tool.features
-            else:
+            elif isinstance(tool, PgBackRest):
                 results.setup["pgbackrest_version"] = tool.version
+            elif isinstance(tool, barman.Barman):
+                results.setup["barman_cloud_version"] = tool.version
         options = Options(
             rounds=args.rounds, push_repeats=args.push_repeats or max(args.rounds, 5),
             drain_segments=args.drain_segments, pitr_segments=args.pitr_segments,

@@ -1,4 +1,4 @@
-"""The measurements, each several rounds alternating the tools (janua, pgbackrest, janua, ...).
+"""The measurements, each several rounds alternating the tools (janua, pgbackrest, barman, ...).
 
 backup   full backup: wall time, throughput over the cluster's size, stored bytes, peak RSS
 restore  the files of the newest backup into an empty directory (the command only)
@@ -6,10 +6,13 @@ push     one segment pushed by hand into a fresh repository path (sync)
 drain    a backlog of N ready segments, from unpausing the archiver until
          pg_stat_archiver reports the last one (janua archive_async, pgBackRest async)
 pitr     backup, N segments of WAL with commits, restore to a time near the end,
-         then start PostgreSQL: time until promoted (janua prefetch, pgBackRest async get)
+         then start PostgreSQL: time until promoted (janua prefetch, pgBackRest async get,
+         barman-cloud-wal-restore --parallel)
 
 Phases run in this order so that the backups restore measures are of the data
 set exactly as loaded; WAL bursts go to a table that is truncated after each.
+A tool whose full backup has no such codec (barman-cloud and zstd) sits out
+backup and restore of that codec, with a note in the table.
 Must not import janua_backup.
 """
 
@@ -60,15 +63,29 @@ class Bench:
 
     def _record(self, codec: str, metric: str, tool: Tool, value: float, round_: int) -> None:
         self.results.add(self.dataset.name, codec, metric, tool.name, round_, value)
-        note = tool.notes(metric)
+        note = tool.notes(codec, metric)
         if note:
             self.results.note(self.dataset.name, codec, metric, tool.name, note)
 
     def _say(self, text: str) -> None:
         print(f"  [{self.dataset.name}] {text}", flush=True)
 
-    def _rounds(self, count: int) -> list[tuple[int, Tool]]:
-        return [(r, tool) for r in range(1, count + 1) for tool in self.tools]
+    def _rounds(self, count: int, tools: list[Tool] | None = None) -> list[tuple[int, Tool]]:
+        chosen = self.tools if tools is None else tools
+        return [(r, tool) for r in range(1, count + 1) for tool in chosen]
+
+    def _backing_up(self, codec: str, metrics: tuple[str, ...]) -> list[Tool]:
+        """The tools whose full backup has codec; the others get their "n/a" note on metrics."""
+        able = []
+        for tool in self.tools:
+            if codec in tool.backup_codecs:
+                able.append(tool)
+                continue
+            for metric in metrics:
+                note = tool.notes(codec, metric)
+                if note:
+                    self.results.note(self.dataset.name, codec, metric, tool.name, note)
+        return able
 
     def _use(self, tool: Tool, codec: str, *, pausable: bool = False) -> None:
         self.stack.set_archive_command(tool.archive_command(codec), pausable=pausable)
@@ -90,7 +107,10 @@ class Bench:
 
     def backup(self, codec: str) -> None:
         size_mib = self.dataset.cluster_bytes / MIB
-        for r, tool in self._rounds(self.options.rounds):
+        metrics = ("backup_s", "backup_mib_s", "backup_stored_mib", "backup_rss_tree_mib",
+                   "backup_rss_proc_mib")  # fmt: skip
+        tools = self._backing_up(codec, metrics)
+        for r, tool in self._rounds(self.options.rounds, tools):
             done = self._backup(tool, codec)
             m = done.measured
             self._record(codec, "backup_s", tool, m.wall_s, r)
@@ -105,10 +125,13 @@ class Bench:
             )
 
     def restore(self, codec: str) -> None:
-        for tool in self.tools:
+        tools = self._backing_up(
+            codec, ("restore_s", "restore_rss_tree_mib", "restore_rss_proc_mib")
+        )
+        for tool in tools:
             if (tool.name, codec) not in self.last_backup:
                 self._backup(tool, codec)
-        for r, tool in self._rounds(self.options.rounds):
+        for r, tool in self._rounds(self.options.rounds, tools):
             label = self.last_backup[(tool.name, codec)]
             target = self.stack.empty_dir(f"restore-{tool.name}")
             self._quiet()

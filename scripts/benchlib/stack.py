@@ -46,8 +46,8 @@ class Stack:
         )  # fmt: skip
         self.clusters: list[PgCluster] = []
         self.cluster: PgCluster | None = None
-        # the tools' config directories (tools.py): their processes name them
-        self.tool_markers = [str(home / "janua") + "/", str(home / "pgbackrest") + "/"]
+        # the tools' config directories (tools.py, barman.py): their processes name them
+        self.tool_markers = [str(home / t) + "/" for t in ("janua", "pgbackrest", "barman")]
 
     def start(self, buckets: list[str]) -> PgCluster:
         self.home.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""The two tools under test, driven through their command lines with the same settings.
+"""janua-backup and pgBackRest, driven through their command lines with the same settings.
 
 Same S3 server over https verified against the same CA, same codec and level
 (gzip 6, or zstd 3 = pgBackRest's zst default), same parallelism (janua
@@ -6,7 +6,8 @@ Same S3 server over https verified against the same CA, same codec and level
 for recovery (janua prefetch_segments 8 = pgBackRest archive-get-queue-max
 128 MiB). Each tool has its own bucket and, per codec, its own repository in
 it. Every command runs as the postgres OS user, as archive_command and
-restore_command do. Must not import janua_backup (it reads the installed
+restore_command do. The third tool, barman-cloud, is in barman.py; Tool is
+what the phases drive. Must not import janua_backup (it reads the installed
 package's source only to tell which features exist).
 """
 
@@ -19,12 +20,14 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 from localstack import HOST, PgCluster, SeaweedServer
 
 from benchlib.procmon import Measured, chown_tree, run
 
 SEGMENT_BYTES = 16 * 1024 * 1024
+CODECS = ("gzip", "zstd")
 LEVELS = {"gzip": 6, "zstd": 3}
 PGBACKREST_CODECS = {"gzip": "gz", "zstd": "zst"}
 STANZA = "bench"
@@ -69,6 +72,7 @@ def bucket_bytes(s3: SeaweedServer, bucket: str, prefix: str) -> int:
 class Janua:
     name = "janua"
     bucket = "bench-janua"
+    backup_codecs: tuple[str, ...] = CODECS
 
     def __init__(self, site: Site) -> None:
         self.site = site
@@ -156,7 +160,7 @@ prefetch_segments = 8
     def clean_spool(self, codec: str) -> None:
         """Nothing to do: janua's spool lives in the data directory (pg_wal/.janua-spool)."""
 
-    def notes(self, metric: str) -> str:
+    def notes(self, codec: str, metric: str) -> str:
         """Why a number does not show janua-backup at its best, if it does not."""
         if metric.startswith("drain") and not self.features["archive_async"]:
             return "feature absent: [wal] archive_async (pushed one segment per archive_command)"
@@ -185,6 +189,7 @@ def _janua_features() -> dict[str, bool]:
 class PgBackRest:
     name = "pgbackrest"
     bucket = "bench-pgbackrest"
+    backup_codecs: tuple[str, ...] = CODECS
 
     def __init__(self, site: Site) -> None:
         self.site = site
@@ -277,8 +282,29 @@ pg1-user=postgres
         if incoming.exists():
             shutil.rmtree(incoming)
 
-    def notes(self, metric: str) -> str:
+    def notes(self, codec: str, metric: str) -> str:
         return ""
 
 
-Tool = Janua | PgBackRest
+class Tool(Protocol):
+    """What the phases drive: Janua, PgBackRest and barman.Barman."""
+
+    name: str
+    bucket: str
+    backup_codecs: tuple[str, ...]  # codecs its full backup can use; others are "n/a"
+
+    def prepare(self, codec: str) -> None: ...
+
+    def archive_command(self, codec: str) -> str: ...
+
+    def backup(self, codec: str) -> BackupRun: ...
+
+    def restore(
+        self, codec: str, label: str, pgdata: Path, target_time: datetime | None = None
+    ) -> Measured: ...
+
+    def push_by_hand(self, codec: str, warmup: Path, segment: Path, slot: str) -> Measured: ...
+
+    def clean_spool(self, codec: str) -> None: ...
+
+    def notes(self, codec: str, metric: str) -> str: ...
