@@ -58,7 +58,7 @@ _deflate = _deflate_module()
 class Compressor(Protocol):
     """An incremental compressor: feed pieces, then flush once at the end."""
 
-    def compress(self, data: bytes | memoryview, /) -> bytes: ...
+    def compress(self, data: bytes | bytearray | memoryview, /) -> bytes: ...
 
     def flush(self) -> bytes: ...
 
@@ -68,8 +68,8 @@ class _Identity:
 
     __slots__ = ()
 
-    def compress(self, data: bytes | memoryview, /) -> bytes:
-        return bytes(data)
+    def compress(self, data: bytes | bytearray | memoryview, /) -> bytes:
+        return bytes(data)  # a copy: the caller may reuse its buffer
 
     def flush(self) -> bytes:
         return b""
@@ -100,17 +100,59 @@ def new_compressor(codec: str, level: int | None = None) -> Compressor:
         return _Identity()
     if codec == "gzip":
         return cast(Compressor, _deflate.compressobj(resolved, zlib.DEFLATED, _GZIP_WBITS))
-    import zstandard
+    return _ZstdFrames(resolved)
 
-    # A new ZstdCompressor each time: sharing one between threads crashes.
-    return cast(Compressor, zstandard.ZstdCompressor(level=resolved).compressobj())
+
+class _ZstdFrames:
+    """zstd as a sequence of frames of one window's worth of plaintext each.
+
+    A streaming zstd compressor keeps its window in a ring buffer; once the ring
+    wraps, every block is matched against two separate memory areas (zstd's
+    "extDict" mode), its slowest path, which took most of a backup's zstd time.
+    A frame no larger than the window never wraps: measured on table files at
+    level 3, 4.2 ms/MiB instead of 4.6, for 0.4% more bytes (a match cannot
+    reach back across a frame boundary), and no more memory. Frames back to
+    back are one zstd stream (RFC 8878), which every reader of ours decodes.
+    """
+
+    __slots__ = ("_compressor", "_current", "_frame_bytes", "_room")
+
+    def __init__(self, level: int) -> None:
+        import zstandard
+
+        # A new ZstdCompressor per object: sharing one between threads crashes.
+        self._compressor = zstandard.ZstdCompressor(level=level)
+        params = zstandard.ZstdCompressionParameters.from_level(level)
+        self._frame_bytes = 1 << params.window_log
+        self._current = self._compressor.compressobj()
+        self._room = self._frame_bytes
+
+    def compress(self, data: bytes | bytearray | memoryview, /) -> bytes:
+        view = memoryview(data).cast("B")
+        out: list[bytes] = []
+        while len(view) > 0:
+            if self._room == 0:  # ended lazily: no empty frame after the last full one
+                out.append(self._current.flush())
+                self._current = self._compressor.compressobj()
+                self._room = self._frame_bytes
+            take = min(self._room, len(view))
+            out.append(self._current.compress(view[:take]))
+            self._room -= take
+            view = view[take:]
+        if len(out) == 1:
+            return out[0]
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        return self._current.flush()
 
 
 def decompress(codec: str, payloads: Iterator[bytes]) -> Iterator[bytes]:
     """Decode a codec stream given in pieces; yield plaintext pieces of at most 1 MiB.
 
     Codec errors become IntegrityError. Data after the end of the compressed
-    stream is an error too: the writer never puts anything there.
+    stream is an error too: the writer never puts anything there. A zstd stream
+    may hold several zstd frames (see ``_ZstdFrames``).
     """
     if codec == "gzip":
         return _gunzip(payloads)
@@ -186,7 +228,11 @@ def _unzstd(payloads: Iterator[bytes]) -> Iterator[bytes]:
 
     source = _PayloadSource(payloads)
     # stream_reader is zstandard's only API whose output per call is bounded:
-    # decompressobj() returns everything a piece of input expands to.
+    # decompressobj() returns everything a piece of input expands to. Without
+    # read_across_frames a read() returns at the end of a zstd frame and the
+    # next one goes on with the next frame: the loop below reads them all, as
+    # it has since the first release (so older readers read objects of several
+    # frames too).
     reader = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW_BYTES).stream_reader(
         cast(IO[bytes], source),
         read_size=FRAME_PAYLOAD_BYTES,

@@ -7,11 +7,15 @@ pass over the data. Only the standard library and ``errors`` are imported.
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 
 from janua_backup.errors import IntegrityError
 
-__all__ = ["Digest", "Tap"]
+__all__ = ["Digest", "HashAside", "Tap"]
+
+HASH_ASIDE_MIN_BYTES = 256 * 1024
+"""Smaller pieces are hashed in the caller's thread: handing them over costs more."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +41,7 @@ class Tap:
         self._what = what
         self.size_bytes = 0
 
-    def add(self, data: bytes | memoryview) -> None:
+    def add(self, data: bytes | bytearray | memoryview) -> None:
         self._hash.update(data)
         self.size_bytes += len(data)
         if self._limit is not None and self.size_bytes > self._limit:
@@ -51,3 +55,83 @@ class Tap:
 
     def digest(self) -> Digest:
         return Digest(self.size_bytes, self._hash.hexdigest())
+
+
+class HashAside:
+    """Counts and hashes bytes in a helper thread while the caller works on them too.
+
+    ``add`` starts hashing a large piece and returns at once; the caller must
+    not change those bytes before ``wait`` (or the next ``add``) returns. On a
+    big object this takes the plaintext's SHA-256 off the thread that
+    compresses it (hashlib releases the GIL), which is the backup's longest
+    path. The helper starts with the first large piece; ``close`` ends it, and
+    the digest stays readable. Two plain locks hand the pieces over: a thread
+    pool's futures cost more GIL time per piece than the hashing they move.
+    """
+
+    __slots__ = ("_data", "_done", "_error", "_hash", "_pending", "_thread", "_work", "size_bytes")
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self.size_bytes = 0
+        self._thread: threading.Thread | None = None
+        self._data: bytes | bytearray | memoryview | None = None  # None tells the helper to end
+        self._pending = False  # a piece was handed over and not waited for
+        self._error: BaseException | None = None
+        self._work = threading.Lock()  # released by the caller: a piece (or the end) is ready
+        self._done = threading.Lock()  # released by the helper: the piece is hashed
+        self._work.acquire()
+        self._done.acquire()
+
+    def add(self, data: bytes | bytearray | memoryview) -> None:
+        self.wait()
+        self.size_bytes += len(data)
+        if len(data) < HASH_ASIDE_MIN_BYTES:
+            self._hash.update(data)
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="janua-hash", daemon=True)
+            self._thread.start()
+        self._data, self._pending = data, True
+        self._work.release()
+
+    def _run(self) -> None:
+        while True:
+            self._work.acquire()
+            data = self._data
+            if data is None:
+                return
+            try:
+                self._hash.update(data)
+            except BaseException as exc:  # raised to the caller by wait()
+                self._error = exc
+            self._done.release()
+
+    def wait(self) -> None:
+        """Return once every byte added so far is hashed."""
+        if not self._pending:
+            return
+        self._done.acquire()
+        self._pending, self._data = False, None
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def raw_sha256(self) -> bytes:
+        self.wait()
+        return self._hash.digest()
+
+    def digest(self) -> Digest:
+        self.wait()
+        return Digest(self.size_bytes, self._hash.hexdigest())
+
+    def close(self) -> None:
+        """End the helper thread (after the piece it may be hashing)."""
+        try:
+            self.wait()
+        finally:
+            thread, self._thread = self._thread, None
+            if thread is not None:
+                self._data = None
+                self._work.release()
+                thread.join()

@@ -51,15 +51,24 @@ class Trailer:
 
 
 class FrameWriter:
-    """Turns codec output into stored bytes: header, full data frames, final frame."""
+    """Turns codec output into stored bytes: header, full data frames, final frame.
 
-    __slots__ = ("_cipher", "_header", "_index", "_pending", "stored")
+    Codec output is kept as the pieces the codec returned and leaves as those
+    same pieces, cut only at frame boundaries, behind each frame's length word:
+    an unencrypted object's bytes are never gathered into a frame-sized buffer
+    (every copy of a stored byte costs, and a 1 MiB buffer is a fresh mapping
+    under the bounded allocator, see ``janua_backup.memory``). Sealing needs the
+    whole payload, so an encrypted frame is joined once and sealed.
+    """
+
+    __slots__ = ("_cipher", "_header", "_index", "_pending", "_pending_bytes", "stored")
 
     def __init__(self, header: ObjectHeader, cipher: FrameCipher | None) -> None:
         self._header = header.to_bytes()
         self._cipher = cipher
         self._index = 0
-        self._pending = bytearray()
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
         self.stored = Tap()
 
     def start(self) -> bytes:
@@ -68,30 +77,43 @@ class FrameWriter:
 
     def write(self, data: bytes) -> Iterator[bytes]:
         """Yield the frames that ``data`` completes; keep the rest for later."""
-        if not self._pending and len(data) == FRAME_PAYLOAD_BYTES:
-            yield self._frame(data, final=False)  # codec "none" takes this path: no copy
-            return
-        self._pending += data
-        while len(self._pending) >= FRAME_PAYLOAD_BYTES:
-            payload = self._pending[:FRAME_PAYLOAD_BYTES]
-            del self._pending[:FRAME_PAYLOAD_BYTES]
-            yield self._frame(payload, final=False)
+        start, end = 0, len(data)
+        while end - start >= FRAME_PAYLOAD_BYTES - self._pending_bytes:
+            stop = start + FRAME_PAYLOAD_BYTES - self._pending_bytes
+            self._keep(data, start, stop)
+            start = stop
+            yield from self._flush(final=False)
+        if start < end:
+            self._keep(data, start, end)
+
+    def _keep(self, data: bytes, start: int, stop: int) -> None:
+        whole = start == 0 and stop == len(data)
+        self._pending.append(data if whole else data[start:stop])  # copies only a cut piece
+        self._pending_bytes += stop - start
 
     def close(self, plain_size_bytes: int, plain_sha256: bytes) -> Iterator[bytes]:
         """Yield the last data frame, if any, and the final frame."""
-        if self._pending:
-            yield self._frame(self._pending, final=False)
-            self._pending = bytearray()
+        if self._pending_bytes:
+            yield from self._flush(final=False)
         body = self.stored.raw_sha256()  # everything before the final frame
-        yield self._frame(Trailer(plain_size_bytes, plain_sha256, body).to_bytes(), final=True)
+        self._pending = [Trailer(plain_size_bytes, plain_sha256, body).to_bytes()]
+        self._pending_bytes = TRAILER_BYTES
+        yield from self._flush(final=True)
 
-    def _frame(self, payload: bytes | bytearray, *, final: bool) -> bytes:
+    def _flush(self, *, final: bool) -> Iterator[bytes]:
+        """Yield the pending payload as one frame: its length word, then its bytes."""
+        pieces, size = self._pending, self._pending_bytes
+        self._pending, self._pending_bytes = [], 0
         if self._cipher is not None:
-            payload = self._cipher.seal(self._index, final, payload)
+            sealed = self._cipher.seal(self._index, final, b"".join(pieces))
+            pieces, size = [sealed], len(sealed)
         self._index += 1
-        frame = _WORD.pack(len(payload) | (FINAL_FLAG if final else 0)) + payload
-        self.stored.add(frame)
-        return frame
+        word = _WORD.pack(size | (FINAL_FLAG if final else 0))
+        self.stored.add(word)
+        yield word
+        for piece in pieces:
+            self.stored.add(piece)
+            yield piece
 
 
 class _Input:

@@ -12,7 +12,7 @@ Object format, version 1 (all integers big-endian)::
     header
       0   5  magic            b"JANUA"
       5   1  format version   1
-      6   1  codec            0 none, 1 gzip (RFC 1952), 2 zstd (RFC 8878)
+      6   1  codec            0 none, 1 gzip (RFC 1952), 2 zstd (RFC 8878, see below)
       7   1  cipher           0 none, 1 AES-256-GCM
       -- only when cipher is 1:
       8   8  key id           first 8 bytes of HMAC-SHA256(master key, b"janua-backup key id v1")
@@ -51,6 +51,14 @@ followed by its 16-byte tag:
 The AAD binds each frame to its object, its position and its role, so a
 modified, truncated (no final frame), reordered or transplanted frame fails
 authentication.
+
+A zstd codec stream is one or more zstd frames back to back, as RFC 8878
+defines zstd data (not to be confused with this format's own frames). Writers
+before 2026-11-26 wrote one zstd frame per object; writers since then end a
+zstd frame every window's worth of plaintext (2 MiB at level 3), which is
+faster to compress (``compress._ZstdFrames`` says why). Every reader of this
+format, old ones included, decodes both: it reads zstd frame after zstd frame
+until the payloads end.
 """
 
 from __future__ import annotations

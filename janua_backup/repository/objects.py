@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from janua_backup.errors import IntegrityError
 from janua_backup.pipeline.crypto import Key
 from janua_backup.pipeline.header import ObjectHeader
-from janua_backup.pipeline.stream import Digest, Encoder, EncodeSpec, decode
+from janua_backup.pipeline.stream import Chunk, Digest, Encoder, EncodeSpec, decode
 from janua_backup.storage.base import Storage
 
 
@@ -38,13 +38,25 @@ class Repo:
     def put(
         self,
         key: str,
-        chunks: Iterable[bytes],
+        chunks: Iterable[Chunk],
         *,
         if_absent: bool = False,
         spec: EncodeSpec | None = None,
+        read_ahead_bytes: int = 0,
     ) -> PutResult:
-        encoder = Encoder(spec or self.spec)
-        self.storage.put(key, encoder.encode(chunks), if_absent=if_absent)
+        """Encode ``chunks`` into the object ``key``.
+
+        With ``read_ahead_bytes`` reading and compressing ``chunks`` run in
+        threads of their own, up to that many codec bytes ahead of the upload
+        (``Encoder``), so compressing and sending overlap; errors of either
+        side are raised here.
+        """
+        encoder = Encoder(spec or self.spec, read_ahead_bytes=read_ahead_bytes)
+        stored = encoder.encode(chunks)
+        try:
+            self.storage.put(key, stored, if_absent=if_absent)
+        finally:
+            stored.close()  # a failed upload stops the encoder's threads here
         return PutResult(plain=encoder.plain, stored=encoder.stored)
 
     def get(

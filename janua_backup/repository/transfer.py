@@ -2,11 +2,18 @@
 
 Upload: small files are bundled (one stored object holds many files back to
 back, each with its offset), big files get an object each. Each worker reads
-its files in 1 MiB chunks, hashing every file on the way, and streams the
-object to storage; at most ``jobs`` objects are in flight, so memory is
-bounded by ``jobs`` x (one storage part + pipeline buffers), whatever the
-size of the database. zlib, zstd, hashlib and AES-GCM release the GIL on
-large buffers, so threads compress on every core.
+its files in 1 MiB chunks into one buffer and streams the object to storage;
+at most ``jobs`` objects are in flight, so memory is bounded by ``jobs`` x
+(one storage part + pipeline buffers), whatever the size of the database.
+zlib, zstd, hashlib and AES-GCM release the GIL on large buffers, so threads
+compress on every core.
+
+Per byte, the work is what integrity needs and no more: a file alone in its
+object is hashed once (the object's plaintext digest is the file's), only
+bundled files are hashed apart. Within each job the object's encoding runs
+ahead of its upload in threads of its own (``Encoder``'s read-ahead), so one
+big relation file, which a single job must carry alone, is not also slowed
+by every round trip to the store.
 
 Incremental: before uploading, ``reuse_unchanged`` reads each file that the
 parent backup holds with the same path and size, hashes it, and references
@@ -30,6 +37,10 @@ from janua_backup.repository.manifest import FileEntry, Manifest, StoredObject, 
 from janua_backup.repository.objects import Repo
 
 CHUNK_BYTES = 1024 * 1024
+READ_AHEAD_BYTES = 2 * 1024 * 1024
+"""Codec output an object's encoding may run ahead of its upload, per job: enough to
+keep compressing through most of a part's round trip, small next to the S3 part
+(peak RSS must stay under 100 MiB with 2 jobs: measured 93-96 MiB; 4 MiB reached 99)."""
 T = TypeVar("T")
 R = TypeVar("R")
 Progress = Callable[[int], None]
@@ -104,9 +115,17 @@ class _Uploader:
             self._counter += 1
             name = layout.data_name(self._counter)
         written: list[FileEntry] = []
+        # An object of one file: the object's plaintext *is* the file, so the
+        # encoder's plaintext digest is the file's and the file is hashed once.
+        single = len(group) == 1
         result = self.repo.put(
-            layout.data_key(self.backup_id, name), self._read(group, name, written), if_absent=True
+            layout.data_key(self.backup_id, name),
+            self._read(group, name, written, hash_files=not single),
+            if_absent=True,
+            read_ahead_bytes=READ_AHEAD_BYTES,
         )
+        if single and written:
+            written = [replace(written[0], sha256=result.plain.sha256)]
         obj = StoredObject(
             name,
             result.plain.size_bytes,
@@ -116,33 +135,43 @@ class _Uploader:
         )
         return written, obj
 
-    def _read(self, group: list[SourceFile], name: str, out: list[FileEntry]) -> Iterator[bytes]:
+    def _read(
+        self, group: list[SourceFile], name: str, out: list[FileEntry], *, hash_files: bool
+    ) -> Iterator[memoryview]:
+        """The files' bytes, back to back, as views of one buffer refilled in place
+        (the encoder uses each view up before asking for the next; a new 1 MiB
+        buffer per read would cost page faults as dear as the hashing)."""
         offset = 0
+        buffer = memoryview(bytearray(CHUNK_BYTES))
         for item in group:
             try:
-                handle = item.source.open("rb")
+                handle = item.source.open("rb", buffering=0)
             except FileNotFoundError:
                 continue  # dropped while we ran; WAL replay recreates nothing of it
             except OSError as exc:
                 raise BackupError(f"cannot read {item.source}: {exc.strerror}") from exc
-            digest, size = hashlib.sha256(), 0
+            digest = hashlib.sha256() if hash_files else None
+            size = 0
             with handle:
                 # Read only what the file had when listed: a relation that grows
                 # during the backup is replayed from WAL, and a bound keeps bundles exact.
                 while size < item.entry.size_bytes:
-                    chunk = handle.read(min(CHUNK_BYTES, item.entry.size_bytes - size))
-                    if not chunk:
+                    want = min(CHUNK_BYTES, item.entry.size_bytes - size)
+                    count = handle.readinto(buffer[:want])
+                    if not count:
                         break
-                    digest.update(chunk)
-                    size += len(chunk)
+                    chunk = buffer[:count]
+                    if digest is not None:
+                        digest.update(chunk)
+                    size += count
                     if self.progress:
-                        self.progress(len(chunk))
+                        self.progress(count)
                     yield chunk
             out.append(
                 replace(
                     item.entry,
                     size_bytes=size,
-                    sha256=digest.hexdigest(),
+                    sha256=digest.hexdigest() if digest is not None else "",
                     object=name,
                     offset=offset,
                 )
@@ -265,17 +294,18 @@ def hash_file(path: Path, size_bytes: int, progress: Progress | None = None) -> 
     propagate: the command says what could not be read."""
     digest = hashlib.sha256()
     try:
-        handle = path.open("rb")
+        handle = path.open("rb", buffering=0)
     except FileNotFoundError:
         return None
+    buffer = memoryview(bytearray(min(CHUNK_BYTES, max(size_bytes, 1))))
     with handle:
         remaining = size_bytes
         while remaining > 0:
-            chunk = handle.read(min(CHUNK_BYTES, remaining))
-            if not chunk:
+            count = handle.readinto(buffer[: min(CHUNK_BYTES, remaining)])
+            if not count:
                 break
-            digest.update(chunk)
-            remaining -= len(chunk)
+            digest.update(buffer[:count])
+            remaining -= count
             if progress:
-                progress(len(chunk))
+                progress(count)
     return digest.hexdigest()

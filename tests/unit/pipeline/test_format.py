@@ -57,6 +57,8 @@ def reference_decode(stored: bytes, key: Key | None) -> tuple[bytes, list[int], 
 @pytest.mark.parametrize("codec", CODECS)
 def test_encoder_writes_the_documented_format(codec: str, key: Key | None) -> None:
     data = sample(2 * MiB + 12345, kind="random")
+    if codec == "zstd":  # text: frames of a 2 MiB window, and still more than one data frame
+        data = sample(5 * MiB + 12345, kind="text") + sample(MiB, kind="random")
     stored, encoder = encode(data, codec, key)
     assert stored[6] == CODEC_BYTES[codec] and stored[7] == (key is not None)
 
@@ -65,12 +67,28 @@ def test_encoder_writes_the_documented_format(codec: str, key: Key | None) -> No
     if codec == "gzip":
         plain = zlib.decompress(stream, wbits=31)
     elif codec == "zstd":
-        plain = zstandard.ZstdDecompressor().decompressobj().decompress(stream)
+        frames = zstd_frames(stream)
+        assert len(frames) == -(-len(data) // WINDOW_LEVEL_3)  # a frame per window of plaintext
+        plain = b"".join(frames)
     else:
         plain = stream
     assert plain == data
     assert trailer[:40] == struct.pack(">Q", len(data)) + hashlib.sha256(data).digest()
     assert encoder.stored.sha256 == hashlib.sha256(stored).hexdigest()
+
+
+WINDOW_LEVEL_3 = 2 * MiB
+
+
+def zstd_frames(stream: bytes) -> list[bytes]:
+    """The plaintext of each zstd frame of a codec stream (RFC 8878: frames back to back)."""
+    frames: list[bytes] = []
+    while stream:
+        decompressor = zstandard.ZstdDecompressor().decompressobj()
+        frames.append(decompressor.decompress(stream))
+        assert decompressor.eof
+        stream = decompressor.unused_data
+    return frames
 
 
 def test_every_object_gets_a_fresh_salt() -> None:
