@@ -61,9 +61,11 @@ def load_key(enc: EncryptionSettings) -> Key | None:
     return None
 
 
-def open_repo(settings: Settings, *, quick_start: bool = False) -> Repo:
+def open_repo(settings: Settings, *, quick_start: bool = False, threads: int = 1) -> Repo:
+    """The repository; ``threads`` compress each object (one at a time) on that many threads."""
     comp = settings.compression
-    spec = EncodeSpec(codec=comp.codec, level=comp.level or None, key=load_key(settings.encryption))
+    key = load_key(settings.encryption)
+    spec = EncodeSpec(codec=comp.codec, level=comp.level or None, key=key, threads=threads)
     return Repo(storage=open_storage(settings, quick_start=quick_start), spec=spec)
 
 

@@ -93,13 +93,27 @@ def check_codec(codec: str, level: int | None) -> int | None:
     return level
 
 
-def new_compressor(codec: str, level: int | None = None) -> Compressor:
-    """A fresh compressor for one object (compressor objects are not thread-safe)."""
+def new_compressor(codec: str, level: int | None = None, threads: int = 1) -> Compressor:
+    """A fresh compressor for one object (compressor objects are not thread-safe).
+
+    ``threads`` > 1 spreads one stream over that many threads: gzip as pigz
+    does (``pargzip``), zstd with its own worker threads. Both write what a
+    one-thread compressor's reader reads.
+    """
     resolved = check_codec(codec, level)
     if resolved is None:
         return _Identity()
     if codec == "gzip":
+        if threads > 1:
+            from janua_backup.pipeline.pargzip import ParallelGzip
+
+            return ParallelGzip(_deflate, resolved, threads)
         return cast(Compressor, _deflate.compressobj(resolved, zlib.DEFLATED, _GZIP_WBITS))
+    if threads > 1:
+        import zstandard
+
+        engine = zstandard.ZstdCompressor(level=resolved, threads=threads)
+        return cast(Compressor, engine.compressobj())
     return _ZstdFrames(resolved)
 
 

@@ -63,11 +63,16 @@ files: 4.6 ms/MiB with these pieces, 4.9 with 1 MiB pieces."""
 
 @dataclass(frozen=True, slots=True)
 class EncodeSpec:
-    """How to write objects: codec, level (None: the codec's default), key (None: plaintext)."""
+    """How to write objects: codec, level (None: the codec's default), key (None: plaintext).
+
+    ``threads`` > 1 compresses one object on that many threads (``wal-push``:
+    one segment is one stream; a backup spreads files over its jobs instead).
+    """
 
     codec: str = "gzip"
     level: int | None = None
     key: Key | None = None
+    threads: int = 1
 
     def __post_init__(self) -> None:
         check_codec(self.codec, self.level)  # fail at configuration time, not mid-backup
@@ -152,7 +157,7 @@ def _compress(chunks: Iterable[Chunk], spec: EncodeSpec, plain: Tap | HashAside)
     compressed here, and is waited for before the next chunk is asked for
     (the reader may refill the same buffer).
     """
-    compressor = new_compressor(spec.codec, spec.level)
+    compressor = new_compressor(spec.codec, spec.level, spec.threads)
     pieces = _Pieces(INPUT_PIECE_BYTES)
     for chunk in chunks:
         plain.add(chunk)

@@ -47,11 +47,21 @@ chunk_sizes = st.lists(
 @pytest.mark.parametrize("key", KEYS, ids=["plain", "encrypted"])
 @pytest.mark.parametrize("codec", CODECS)
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=plaintexts(), write_sizes=chunk_sizes, read_sizes=chunk_sizes)
+@given(
+    data=plaintexts(),
+    write_sizes=chunk_sizes,
+    read_sizes=chunk_sizes,
+    threads=st.sampled_from([1, 2]),  # 2: one stream compressed on threads (wal-push)
+)
 def test_round_trip(
-    codec: str, key: Key | None, data: bytes, write_sizes: list[int], read_sizes: list[int]
+    codec: str,
+    key: Key | None,
+    data: bytes,
+    write_sizes: list[int],
+    read_sizes: list[int],
+    threads: int,
 ) -> None:
-    encoder = Encoder(EncodeSpec(codec=codec, key=key))
+    encoder = Encoder(EncodeSpec(codec=codec, key=key, threads=threads))
     stored = b"".join(encoder.encode(cut(data, write_sizes)))
     assert encoder.plain == Digest(len(data), hashlib.sha256(data).hexdigest())
     assert encoder.stored == Digest(len(stored), hashlib.sha256(stored).hexdigest())
