@@ -259,7 +259,12 @@ class S3Storage:
             connect_timeout=s.connect_timeout_s,
             read_timeout=s.read_timeout_s,
             retries={"mode": "standard", "max_attempts": s.max_attempts},
-            s3={"addressing_style": "path" if s.path_style else "auto"},
+            # Over https botocore would hash every body again for the signature:
+            # TLS and the object format's own SHA-256 already cover those bytes.
+            s3={
+                "addressing_style": "path" if s.path_style else "auto",
+                "payload_signing_enabled": not (s.endpoint_url or "https:").startswith("https:"),
+            },
             max_pool_connections=s.max_pool_connections,
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
