@@ -41,6 +41,10 @@ DEFAULT_LEVELS: dict[str, int] = {"gzip": 6, "zstd": 3}
 LEVEL_RANGES: dict[str, tuple[int, int]] = {"gzip": (1, 9), "zstd": (1, 19)}
 ZSTD_MAX_WINDOW_BYTES = 1 << 23
 """Levels 1-19 use windows of at most 8 MiB; refusing larger ones bounds a reader's memory."""
+_ZSTD_MIN_JOB_BYTES = 1 << 20
+_INFLATE_PIECE_BYTES = 128 * 1024
+"""Decompressed pieces stay below the allocator's mmap threshold (memory.py):
+a fresh mapping per 1 MiB piece cost page faults on every restored byte."""
 _GZIP_WBITS = 31  # 16 + 15: a real gzip member (RFC 1952), not a bare zlib stream
 
 
@@ -112,7 +116,13 @@ def new_compressor(codec: str, level: int | None = None, threads: int = 1) -> Co
     if threads > 1:
         import zstandard
 
-        engine = zstandard.ZstdCompressor(level=resolved, threads=threads)
+        # Jobs of one window each: zstd's default (4 windows per job, several
+        # jobs buffered per thread) would add tens of MiB to a backup's memory.
+        window = 1 << zstandard.ZstdCompressionParameters.from_level(resolved).window_log
+        params = zstandard.ZstdCompressionParameters.from_level(
+            resolved, threads=threads, job_size=max(window, _ZSTD_MIN_JOB_BYTES)
+        )
+        engine = zstandard.ZstdCompressor(compression_params=params)
         return cast(Compressor, engine.compressobj())
     return _ZstdFrames(resolved)
 
@@ -197,7 +207,7 @@ def _gunzip(payloads: Iterator[bytes]) -> Iterator[bytes]:
             data = inflater.unconsumed_tail
             if out:
                 yield out
-            if not data and len(out) < OUTPUT_PIECE_BYTES:
+            if not data and len(out) < _INFLATE_PIECE_BYTES:
                 break
         if inflater.unused_data:
             raise IntegrityError("the object holds data after the end of its gzip stream")
@@ -207,7 +217,7 @@ def _gunzip(payloads: Iterator[bytes]) -> Iterator[bytes]:
 
 def _inflate(inflater: zlib._Decompress, data: bytes) -> bytes:
     try:
-        return inflater.decompress(data, OUTPUT_PIECE_BYTES)
+        return inflater.decompress(data, _INFLATE_PIECE_BYTES)
     except (zlib.error, _deflate.error) as exc:
         raise IntegrityError(f"the object's gzip stream is damaged: {exc}") from exc
 
@@ -263,6 +273,6 @@ def _read_zstd(reader: zstandard.ZstdDecompressionReader) -> bytes:
     import zstandard
 
     try:
-        return reader.read(OUTPUT_PIECE_BYTES)
+        return reader.read(_INFLATE_PIECE_BYTES)
     except zstandard.ZstdError as exc:
         raise IntegrityError(f"the object's zstd stream is damaged: {exc}") from exc
