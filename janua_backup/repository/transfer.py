@@ -38,9 +38,6 @@ from janua_backup.repository.objects import Repo
 
 CHUNK_BYTES = 1024 * 1024
 READ_AHEAD_BYTES = 2 * 1024 * 1024
-BIG_FILE_BYTES = 64 * 1024 * 1024
-"""A file this large is compressed on ``jobs`` threads: one big relation would
-otherwise finish on one core while the others, their files done, wait for it."""
 """Codec output an object's encoding may run ahead of its upload, per job: enough to
 keep compressing through most of a part's round trip, small next to the S3 part
 (peak RSS must stay under 100 MiB with 2 jobs: measured 93-96 MiB; 4 MiB reached 99)."""
@@ -106,11 +103,8 @@ def _collect(done: set[Future[R]], pending: set[Future[R]]) -> list[R]:
 
 
 class _Uploader:
-    def __init__(
-        self, repo: Repo, backup_id: str, progress: Progress | None, jobs: int = 1
-    ) -> None:
+    def __init__(self, repo: Repo, backup_id: str, progress: Progress | None) -> None:
         self.repo = repo
-        self.big_spec = replace(repo.spec, threads=jobs) if jobs > 1 else None
         self.backup_id = backup_id
         self.progress = progress
         self._lock = threading.Lock()
@@ -124,12 +118,10 @@ class _Uploader:
         # An object of one file: the object's plaintext *is* the file, so the
         # encoder's plaintext digest is the file's and the file is hashed once.
         single = len(group) == 1
-        big = single and group[0].entry.size_bytes >= BIG_FILE_BYTES
         result = self.repo.put(
             layout.data_key(self.backup_id, name),
             self._read(group, name, written, hash_files=not single),
             if_absent=True,
-            spec=self.big_spec if big else None,
             read_ahead_bytes=READ_AHEAD_BYTES,
         )
         if single and written:
@@ -197,7 +189,7 @@ def upload(
     bundle_size: int,
     progress: Progress | None = None,
 ) -> tuple[list[FileEntry], list[StoredObject]]:
-    uploader = _Uploader(repo, backup_id, progress, jobs)
+    uploader = _Uploader(repo, backup_id, progress)
     groups = plan_objects(files, bundle_limit, bundle_size)
     results = run_bounded(groups, uploader.upload, jobs)
     entries = sorted((e for written, _ in results for e in written), key=lambda e: e.path)

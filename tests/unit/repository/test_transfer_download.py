@@ -39,12 +39,7 @@ def restore_into(dest: Path, m: Manifest, repo: Repo) -> None:
     download(repo, m, Placement(lambda path: dest / path, chown=False), jobs=2)
 
 
-@pytest.mark.parametrize("big_file_bytes", [transfer.BIG_FILE_BYTES, MiB])
-def test_every_file_comes_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, big_file_bytes: int
-) -> None:
-    # MiB: "big" is compressed on the backup's two jobs' threads (pigz-style gzip).
-    monkeypatch.setattr(transfer, "BIG_FILE_BYTES", big_file_bytes)
+def test_every_file_comes_back(tmp_path: Path) -> None:
     m, repo = backed_up(tmp_path)
     restore_into(tmp_path / "dest", m, repo)
     assert {p.name: p.read_bytes() for p in (tmp_path / "dest").iterdir()} == CONTENT
