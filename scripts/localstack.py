@@ -264,6 +264,9 @@ class SeaweedServer(_S3Access):
             str(weed), "mini", f"-dir={self.data_dir}", f"-ip={HOST}", f"-ip.bind={HOST}",
             "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
             "-master.telemetry=false", "-volume.preStopSeconds=0",
+            # Small volumes: each bucket takes volumes of its own, and their number
+            # is free disk / volume size, so big ones run out after a few dozen buckets.
+            "-master.volumeSizeLimitMB=64",
         ]  # fmt: skip
         args += [f"-{flag}={port}" for flag, port in sorted(self._ports.items())]
         if self.tls_cert_file and self.tls_key_file:  # https on s3.port, no plain http
