@@ -244,10 +244,16 @@ class S3Storage:
                 s.endpoint_url, s.access_key_id, s.secret_access_key, s.session_token, s.path_style
             )
             if creds is not None:
-                wire = s3_wire.WireClient(
-                    s.endpoint_url, s.region, creds, verify=s.verify_tls,
-                    connect_timeout_s=s.connect_timeout_s, read_timeout_s=s.read_timeout_s,
-                )  # fmt: skip
+                try:
+                    wire = s3_wire.WireClient(
+                        s.endpoint_url, s.region, creds, verify=s.verify_tls,
+                        connect_timeout_s=s.connect_timeout_s, read_timeout_s=s.read_timeout_s,
+                    )  # fmt: skip
+                except OSError as exc:  # ssl.SSLError too: the CA bundle cannot be loaded
+                    raise ConfigError(
+                        f"cannot load the CA bundle {s.verify_tls!r} for {s.endpoint_url} "
+                        f"({exc.strerror or exc}); fix [s3] ca_bundle"
+                    ) from exc
                 self._client_errors = (WireError, WireUnreachable)
                 return cast("S3Client", wire)
         import boto3.session

@@ -183,3 +183,13 @@ def test_retries_stop_at_the_deadline() -> None:
         storage._call("get", "k", Flaky(*[EndpointConnectionError(endpoint_url="u")] * 1000))
     assert time.monotonic() - started < 2
     storage.close()
+
+
+def test_a_missing_ca_bundle_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    # wal-push and wal-fetch (quick_start) build the standard-library client.
+    missing = str(tmp_path / "no-ca.pem")
+    settings = replace(
+        SETTINGS, endpoint_url="https://127.0.0.1:9", verify_tls=missing, quick_start=True
+    )
+    with pytest.raises(ConfigError, match=r"no-ca\.pem.*ca_bundle"):
+        S3Storage(settings).head("k")
