@@ -10,6 +10,13 @@ peak RSS 95 -> 86 MiB. Best effort: elsewhere than glibc this does nothing.
 
 from __future__ import annotations
 
+RESTORE_MMAP_THRESHOLD_BYTES = 2 * 1024 * 1024
+"""Restores and drills read 1 MiB stored chunks and join them into frames of
+1 MiB; under the default threshold each of those buffers is a fresh mapping
+whose pages the kernel faults in and clears. From the heap they are reused:
+measured on a 812 MiB restore, page faults 225k -> 48k, system time -0.3 s,
+peak RSS +2 MiB."""
+
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 

@@ -70,9 +70,9 @@ def restore(
     """
     from janua_backup import output
     from janua_backup.commands import restore as command
-    from janua_backup.memory import bound_allocator
+    from janua_backup.memory import RESTORE_MMAP_THRESHOLD_BYTES, bound_allocator
 
-    bound_allocator()
+    bound_allocator(RESTORE_MMAP_THRESHOLD_BYTES)
     from janua_backup.commands.restore_request import build_request
 
     request = build_request(

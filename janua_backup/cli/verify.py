@@ -75,9 +75,9 @@ def verify(
             raise VerifyFailed(result.summary)
         return
     from janua_backup import policy
-    from janua_backup.memory import bound_allocator
+    from janua_backup.memory import RESTORE_MMAP_THRESHOLD_BYTES, bound_allocator
 
-    bound_allocator()
+    bound_allocator(RESTORE_MMAP_THRESHOLD_BYTES)
     from janua_backup.commands import verify as drill
     from janua_backup.output import verify as output
 

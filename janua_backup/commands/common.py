@@ -20,11 +20,12 @@ from janua_backup.storage.base import Storage
 
 
 def open_storage(settings: Settings, *, quick_start: bool = False) -> Storage:
-    """The repository's storage; ``quick_start`` for commands that store or fetch one file.
+    """The repository's storage; ``quick_start`` for commands whose start-up counts.
 
     ``quick_start`` lets the S3 driver skip boto3 where its standard-library
     client gives the same answers (``storage/s3_wire.py``): PostgreSQL starts
-    wal-push and wal-fetch once per file, so start-up is archive latency.
+    wal-push and wal-fetch once per file, so start-up is archive latency, and a
+    restore's start-up is downtime.
     """
     url = urlparse(settings.require_repo().url)
     if url.scheme == "file":

@@ -92,7 +92,7 @@ def prepare(settings: Settings, request: RestoreRequest) -> tuple[Choice, Restor
         raise InputError("restore --delta cannot relocate tablespaces; restore into an empty dir")
     if not delta:
         _check_empty(request.pgdata, "target directory")
-    repo = open_repo(settings)
+    repo = open_repo(settings, quick_start=True)
     found = marker.read(repo)
     if found is None:
         raise InputError(f"{repo.describe()} holds no janua-backup repository (no marker)")
@@ -138,7 +138,7 @@ def execute(
     if plan.delta:
         return _execute_delta(settings, request, choice, plan, progress)
     started = time.monotonic()
-    repo = open_repo(settings)
+    repo = open_repo(settings, quick_start=True)
     manifest = choice.manifest
     try:
         created = _create_root(request.pgdata)
@@ -210,7 +210,7 @@ def _execute_delta(
     """See ``restore_delta`` for the order and why. A failure leaves the directory
     unstartable, and the message says so: nothing is undone, a rerun finishes it."""
     started = time.monotonic()
-    repo = open_repo(settings)
+    repo = open_repo(settings, quick_start=True)
     manifest, root = choice.manifest, request.pgdata
     chown = os.geteuid() == 0
     locations = _tablespace_locations(manifest, None)

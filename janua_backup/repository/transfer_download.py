@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from janua_backup.errors import IntegrityError, ObjectNotFound, RestoreError
+from janua_backup.pipeline.ahead import ReadAhead
 from janua_backup.pipeline.stream import Digest
 from janua_backup.repository import layout
 from janua_backup.repository.manifest import FileEntry, Manifest, StoredObject
 from janua_backup.repository.objects import Repo
-from janua_backup.repository.transfer import Progress, run_bounded
+from janua_backup.repository.transfer import READ_AHEAD_BYTES, Progress, run_bounded
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +110,22 @@ def _restore_object(
             f"backup {backup_id} needs {where}, which is missing from the repository: "
             "this backup cannot be restored; restore an older full backup or take a new one"
         ) from exc
+    # Decoding runs in a thread of its own, ahead of the writes: a restore's
+    # biggest object is carried by one job, and its inflating and its writing
+    # (both release the GIL) then go on at once.
+    with ReadAhead(stream, READ_AHEAD_BYTES, name=f"decode-{obj.name}") as ahead:
+        return _cut_object(ahead, backup_id, where, job, placement, progress)
+
+
+def _cut_object(
+    stream: Iterator[bytes],
+    backup_id: str,
+    where: str,
+    job: _Job,
+    placement: Placement,
+    progress: Progress | None,
+) -> int:
+    obj = job.obj
     reader = _Cutter(stream)
     written = 0
     for entry in job.files:

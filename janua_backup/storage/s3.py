@@ -29,10 +29,12 @@ Choices a reader may wonder about:
 * Flexible checksums (CRC32 headers, botocore >= 1.36) are sent only when an
   operation requires them: many S3-compatible stores reject them, and the
   pipeline already verifies size and sha256 end to end.
-* ``quick_start`` (``wal-push``, ``wal-fetch``) swaps boto3 for the standard
-  library client of ``s3_wire`` where that gives the same answers: building a
-  boto3 client costs more than the requests of a command that stores or fetches
-  one segment. Its errors go through the same retry loop and translation.
+* ``quick_start`` (``wal-push``, ``wal-fetch``, ``restore``) swaps boto3 for the
+  standard library client of ``s3_wire`` where that gives the same answers:
+  building a boto3 client costs more than the requests of a command that stores
+  or fetches one segment, and a restore is downtime from its first second (and
+  boto3 is a third of its memory). Its errors go through the same retry loop
+  and translation.
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ class S3Location:
     retry_deadline_s: float = 30.0  # no new retry round starts after this
     retry_base_delay_s: float = 0.5  # first backoff; doubles each round, capped at 8 s
     max_pool_connections: int = 16  # parallel transfers share one client
-    quick_start: bool = False  # short-lived command: s3_wire's client when it applies
+    quick_start: bool = False  # s3_wire's client when it applies (see the module docstring)
 
     def __post_init__(self) -> None:
         problems = []
