@@ -75,6 +75,7 @@ class BackupSettings:
     jobs: int = 0  # 0: one per core
     bundle_limit_bytes: int = 1024 * 1024  # files smaller than this are bundled
     bundle_size_bytes: int = 32 * 1024 * 1024
+    part_size_bytes: int = 64 * 1024 * 1024  # bigger files are stored in parts of this size
     archive_timeout_s: float = 300.0  # wait for the stop segment to be archived
 
 
@@ -236,6 +237,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"compression.codec {codec!r} must be one of {', '.join(CODECS)}")
     if settings.backup.jobs < 0:
         raise ConfigError("backup.jobs must be 0 (one per core) or more")
+    if settings.backup.part_size_bytes < 1024 * 1024:
+        raise ConfigError("backup.part_size_bytes must be at least 1048576 (1 MiB)")
     wal = settings.wal
     if wal.async_jobs < 0 or wal.async_max_segments < 1 or wal.prefetch_segments < 0:
         raise ConfigError(

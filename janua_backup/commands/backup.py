@@ -96,7 +96,7 @@ def run(
     what was written is removed."""
     if backup_type not in BACKUP_TYPES:
         raise InputError(f"backup type {backup_type!r} is not one of {', '.join(BACKUP_TYPES)}")
-    repo = open_repo(settings)
+    repo = open_repo(settings, quick_start=True)
     with locks.hold(repo.storage, LOCK_NAME, purpose="backup") as lock:
         result = _run(settings, repo, _guard(progress, lock, cancel), lock, backup_type)
     if keep:
@@ -147,6 +147,7 @@ def _run(
         session = LowLevelBackup(conn, facts.version_num)
         try:
             begin = session.start(f"janua-backup {backup_id}")
+            copying = time.monotonic()
             sources = _sources(pgdata)
             to_store = [s for s in sources if s.entry.kind == "file"]
             reuse = transfer.Reuse(to_store, [], [])
@@ -161,11 +162,14 @@ def _run(
                 jobs=jobs(settings),
                 bundle_limit=settings.backup.bundle_limit_bytes,
                 bundle_size=settings.backup.bundle_size_bytes,
+                part_size=settings.backup.part_size_bytes,
                 progress=progress,
             )
             progress(0)  # a cancel or a lost lock before the stop is still clean
+            copied = time.monotonic()
             stop = session.stop(wait_for_archive=False, timeout_s=settings.backup.archive_timeout_s)
             _wait_archived(repo, stop, facts.wal_segment_size, settings.backup.archive_timeout_s)
+            archived = time.monotonic()
         except OSError as exc:
             # A read error in PGDATA (EIO, a file turned unreadable): one sentence.
             session.abort()
@@ -211,7 +215,7 @@ def _run(
     duration = time.monotonic() - started
     log.info(
         "backup done backup_id=%s type=%s depends_on=%s size=%d stored=%d referenced=%d "
-        "duration_s=%.1f",
+        "duration_s=%.1f start_s=%.1f copy_s=%.1f stop_s=%.1f",
         backup_id,
         manifest.backup_type,
         manifest.depends_on,
@@ -219,6 +223,9 @@ def _run(
         manifest.stored_size_bytes,
         len(reuse.referenced),
         duration,
+        copying - started,  # connection, checks, checkpoint
+        copied - copying,
+        archived - copied,  # pg_backup_stop and its last WAL segment reaching the repository
     )
     return BackupResult(manifest, duration, tuple(cleaned), note=note)
 

@@ -243,7 +243,7 @@ def compare(
             fetch.append(entry)
 
     def work(entry: FileEntry) -> tuple[FileEntry, bool]:
-        same = hash_file(resolve(entry.path), entry.size_bytes) == entry.sha256
+        same = hash_file(resolve(entry.path), entry) == entry.sha256
         if same:
             apply_metadata(resolve(entry.path), entry, chown=chown)
             if progress:

@@ -18,16 +18,29 @@ never has to be walked. ``depends_on`` names the parent; every backup a
 reference names is in the ``depends_on`` chain (the parent's references are in
 its own chain), which is what retention keeps.
 
-Compatibility: a manifest without references is written exactly as format 1
-(no ``backup_id`` keys), so older janua-backup versions still read full
-backups. One with references is written as format 2: an older reader would
+Files in parts (format 3). A file bigger than one part (``PART_BYTES``) is
+stored as several objects, part ``i`` holding its bytes from ``i * part_bytes``
+on, so that the jobs of a backup compress, and those of a restore inflate, one
+big relation file on every core instead of on one. Its ``sha256`` is then not
+the SHA-256 of its bytes but that of its parts' SHA-256 digests back to back
+(``parts_sha256``; S3's multipart ETag is built the same way): each part is
+read by another job at another moment while PostgreSQL writes to the file, so
+only the parts' digests describe the bytes actually stored. Whoever compares a
+file on disk with an entry hashes it the same way (``transfer.hash_file``).
+
+Compatibility: a manifest without references or parts is written exactly as
+format 1 (no ``backup_id`` keys), so older janua-backup versions still read
+full backups. One with references is written as format 2: an older reader would
 ignore ``backup_id`` and read the file from the wrong backup's prefix, so it
 must refuse the manifest ("newer than this janua-backup understands") instead.
+One with parts is format 3, refused by readers of formats 1 and 2 the same way.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -35,8 +48,14 @@ from typing import Any
 from janua_backup.errors import FormatError
 from janua_backup.pg.wal import Lsn
 
-MANIFEST_FORMAT = 2  # the newest format this version reads and writes
-PLAIN_FORMAT = 1  # written when no file is referenced: readable by every version
+MANIFEST_FORMAT = 3  # the newest format this version reads and writes
+PLAIN_FORMAT = 1  # written when no file is referenced or in parts: readable by every version
+REFERENCES_FORMAT = 2  # the oldest format that has references
+PART_BYTES = 64 * 1024 * 1024
+"""The default part size (``[backup] part_size_bytes``): small enough that a 1 GiB
+relation segment (PostgreSQL's largest file) spreads over every job, big enough
+that per-object costs (a request, a header, a manifest line) stay small. Each
+entry records its own part size: a restore reads any."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +83,20 @@ class FileEntry:
     link_target: str | None = None
     object: str | None = None  # StoredObject.name holding the bytes
     offset: int = 0  # where the file starts in that object's plaintext
-    backup_id: str | None = None  # the backup holding ``object``; None: this one
+    backup_id: str | None = None  # the backup holding ``object`` or ``parts``; None: this one
+    parts: tuple[str, ...] = ()  # in parts: the objects, part i at i * part_bytes; object=None
+    part_bytes: int = 0
 
     @property
     def referenced(self) -> bool:
         return self.backup_id is not None
+
+    @property
+    def object_names(self) -> tuple[str, ...]:
+        """The objects holding the file's bytes (none for a directory, a link or no bytes)."""
+        if self.kind != "file":
+            return ()
+        return self.parts or ((self.object,) if self.object is not None else ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,11 +158,13 @@ class Manifest:
         raise FormatError(f"manifest of backup {self.backup_id} names no object {name!r}{where}")
 
 
-def reference(parent: Manifest, old: FileEntry, new: FileEntry) -> tuple[FileEntry, StoredObject]:
+def reference(
+    parent: Manifest, old: FileEntry, new: FileEntry
+) -> tuple[FileEntry, list[StoredObject]]:
     """``new`` (this backup's view of a file: mode, owner, mtime) pointing at the bytes
     ``old`` (the parent's entry of the same unchanged file) points at, flattened to the
-    backup that holds them, and that object as this manifest must list it."""
-    obj = parent.object(old.object or "", old.backup_id)
+    backup that holds them, and those objects as this manifest must list them."""
+    objects = [parent.object(name, old.backup_id) for name in old.object_names]
     holder = parent.holder(old.backup_id)
     entry = replace(
         new,
@@ -142,21 +172,35 @@ def reference(parent: Manifest, old: FileEntry, new: FileEntry) -> tuple[FileEnt
         sha256=old.sha256,
         object=old.object,
         offset=old.offset,
+        parts=old.parts,
+        part_bytes=old.part_bytes,
         backup_id=holder,
     )
-    return entry, replace(obj, backup_id=holder)
+    return entry, [replace(obj, backup_id=holder) for obj in objects]
+
+
+def parts_sha256(part_digests: Iterable[str]) -> str:
+    """A file in parts: the SHA-256 of its parts' binary SHA-256 digests, in order."""
+    outer = hashlib.sha256()
+    for digest in part_digests:
+        outer.update(bytes.fromhex(digest))
+    return outer.hexdigest()
 
 
 def required_format(manifest: Manifest) -> int:
+    if any(f.parts for f in manifest.files):
+        return MANIFEST_FORMAT
     has_refs = any(o.backup_id for o in manifest.objects) or any(
         f.backup_id for f in manifest.files
     )
-    return MANIFEST_FORMAT if has_refs else PLAIN_FORMAT
+    return REFERENCES_FORMAT if has_refs else PLAIN_FORMAT
 
 
 def _without_empty_holder(item: dict[str, Any]) -> dict[str, Any]:
-    if item.get("backup_id") is None:
-        item.pop("backup_id", None)
+    """Keys at their defaults are left out: older readers refuse keys they do not know."""
+    for key, empty in (("backup_id", None), ("parts", []), ("part_bytes", 0)):
+        if key in item and item[key] == empty:
+            del item[key]
     return item
 
 
@@ -184,7 +228,9 @@ def from_json(raw: bytes) -> Manifest:
         data["stop_lsn"] = Lsn.parse(data["stop_lsn"])
         data["start_time"] = datetime.fromisoformat(data["start_time"])
         data["stop_time"] = datetime.fromisoformat(data["stop_time"])
-        data["files"] = tuple(FileEntry(**f) for f in data["files"])
+        data["files"] = tuple(
+            FileEntry(**{**f, "parts": tuple(f.get("parts", ()))}) for f in data["files"]
+        )
         data["objects"] = tuple(StoredObject(**o) for o in data["objects"])
         manifest = Manifest(**data)
     except (KeyError, TypeError, ValueError) as exc:
@@ -196,16 +242,17 @@ def from_json(raw: bytes) -> Manifest:
 def _check_consistent(manifest: Manifest) -> None:
     """Every file's bytes are in an object the manifest lists, and references only
     appear with a parent: a restore must never guess where a file lives."""
-    listed = {(o.name, o.backup_id) for o in manifest.objects}
+    listed = {(o.name, o.backup_id): o for o in manifest.objects}
     for entry in manifest.files:
-        if entry.kind != "file" or entry.object is None:
-            continue
-        if (entry.object, entry.backup_id) not in listed:
-            where = f" of backup {entry.backup_id}" if entry.backup_id else ""
-            raise FormatError(
-                f"manifest of backup {manifest.backup_id} is inconsistent: {entry.path} lives "
-                f"in object {entry.object}{where}, which it does not list"
-            )
+        for name in entry.object_names:
+            if (name, entry.backup_id) not in listed:
+                where = f" of backup {entry.backup_id}" if entry.backup_id else ""
+                raise FormatError(
+                    f"manifest of backup {manifest.backup_id} is inconsistent: {entry.path} "
+                    f"lives in object {name}{where}, which it does not list"
+                )
+        if entry.parts:
+            _check_parts(manifest, entry, [listed[(n, entry.backup_id)] for n in entry.parts])
     holders = manifest.references
     if manifest.backup_id in holders:
         raise FormatError(
@@ -215,4 +262,23 @@ def _check_consistent(manifest: Manifest) -> None:
         raise FormatError(
             f"manifest of backup {manifest.backup_id} references backups "
             f"{', '.join(sorted(holders))} but names no parent backup"
+        )
+
+
+def _check_parts(manifest: Manifest, entry: FileEntry, parts: list[StoredObject]) -> None:
+    """A file in parts is exactly its parts: each (but an empty tail) fills its range,
+    and the file's digest is theirs. Checked here, every object's digest checked
+    when it is read, a restored file is what was stored, with no extra pass."""
+    ends = [i * entry.part_bytes + p.plain_size_bytes for i, p in enumerate(parts)]
+    ends = [end for end, p in zip(ends, parts, strict=True) if p.plain_size_bytes]
+    fits = entry.part_bytes > 0 and entry.object is None and entry.offset == 0
+    fits = fits and all(p.plain_size_bytes <= entry.part_bytes for p in parts)
+    if (
+        not fits
+        or entry.size_bytes != max(ends, default=0)
+        or entry.sha256 != parts_sha256(p.plain_sha256 for p in parts)
+    ):
+        raise FormatError(
+            f"manifest of backup {manifest.backup_id} is inconsistent: {entry.path} does not "
+            "match the parts it lists"
         )

@@ -1,7 +1,9 @@
 """Parallel, bounded upload of data files through the pipeline (download: transfer_download).
 
 Upload: small files are bundled (one stored object holds many files back to
-back, each with its offset), big files get an object each. Each worker reads
+back, each with its offset), big files get an object each, and files bigger
+than a part (``[backup] part_size_bytes``) an object per part, so that one big
+relation file is compressed on every job, not on one. Each worker reads
 its files in 1 MiB chunks into one buffer and streams the object to storage;
 at most ``jobs`` objects are in flight, so memory is bounded by ``jobs`` x
 (one storage part + pipeline buffers), whatever the size of the database.
@@ -28,12 +30,20 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
+from io import FileIO
 from pathlib import Path
 from typing import TypeVar
 
 from janua_backup.errors import BackupError
 from janua_backup.repository import layout
-from janua_backup.repository.manifest import FileEntry, Manifest, StoredObject, reference
+from janua_backup.repository.manifest import (
+    PART_BYTES,
+    FileEntry,
+    Manifest,
+    StoredObject,
+    parts_sha256,
+    reference,
+)
 from janua_backup.repository.objects import Repo
 
 CHUNK_BYTES = 1024 * 1024
@@ -41,6 +51,7 @@ READ_AHEAD_BYTES = 2 * 1024 * 1024
 """Codec output an object's encoding may run ahead of its upload, per job: enough to
 keep compressing through most of a part's round trip, small next to the S3 part
 (peak RSS must stay under 100 MiB with 2 jobs: measured 93-96 MiB; 4 MiB reached 99)."""
+_Written = tuple["SourceFile", FileEntry]  # what an object's upload wrote of an item
 T = TypeVar("T")
 R = TypeVar("R")
 Progress = Callable[[int], None]
@@ -50,17 +61,33 @@ Progress = Callable[[int], None]
 class SourceFile:
     entry: FileEntry  # metadata; sha256/object/offset are filled in by upload
     source: Path
+    part: int | None = None  # one part of a file in parts: its bytes from part * part_bytes
+    part_bytes: int = 0
+
+    @property
+    def read_range(self) -> tuple[int, int]:
+        """(start, most bytes) of the file this item reads."""
+        if self.part is None:
+            return 0, self.entry.size_bytes
+        start = self.part * self.part_bytes
+        return start, max(0, min(self.part_bytes, self.entry.size_bytes - start))
 
 
 def plan_objects(
-    files: Sequence[SourceFile], bundle_limit: int, bundle_size: int
+    files: Sequence[SourceFile], bundle_limit: int, bundle_size: int, part_bytes: int = PART_BYTES
 ) -> list[list[SourceFile]]:
-    """Groups files into objects: one per big file, bundles of small ones."""
+    """Groups files into objects: one per part of a file bigger than ``part_bytes``,
+    one per big file, bundles of small ones."""
     groups: list[list[SourceFile]] = []
     bundle: list[SourceFile] = []
     bundle_bytes = 0
     for item in files:
-        if item.entry.size_bytes >= bundle_limit:
+        size = item.entry.size_bytes
+        if size > part_bytes:
+            count = -(-size // part_bytes)
+            groups.extend([replace(item, part=i, part_bytes=part_bytes)] for i in range(count))
+            continue
+        if size >= bundle_limit:
             groups.append([item])
             continue
         if bundle and bundle_bytes + item.entry.size_bytes > bundle_size:
@@ -70,7 +97,7 @@ def plan_objects(
         bundle_bytes += item.entry.size_bytes
     if bundle:
         groups.append(bundle)
-    groups.sort(key=lambda g: -sum(f.entry.size_bytes for f in g))  # big first: better balance
+    groups.sort(key=lambda g: -sum(f.read_range[1] for f in g))  # big first: better balance
     return groups
 
 
@@ -110,11 +137,11 @@ class _Uploader:
         self._lock = threading.Lock()
         self._counter = 0
 
-    def upload(self, group: list[SourceFile]) -> tuple[list[FileEntry], StoredObject]:
+    def upload(self, group: list[SourceFile]) -> tuple[list[_Written], StoredObject]:
         with self._lock:
             self._counter += 1
             name = layout.data_name(self._counter)
-        written: list[FileEntry] = []
+        written: list[_Written] = []
         # An object of one file: the object's plaintext *is* the file, so the
         # encoder's plaintext digest is the file's and the file is hashed once.
         single = len(group) == 1
@@ -125,7 +152,8 @@ class _Uploader:
             read_ahead_bytes=READ_AHEAD_BYTES,
         )
         if single and written:
-            written = [replace(written[0], sha256=result.plain.sha256)]
+            item, entry = written[0]
+            written = [(item, replace(entry, sha256=result.plain.sha256))]
         obj = StoredObject(
             name,
             result.plain.size_bytes,
@@ -136,7 +164,7 @@ class _Uploader:
         return written, obj
 
     def _read(
-        self, group: list[SourceFile], name: str, out: list[FileEntry], *, hash_files: bool
+        self, group: list[SourceFile], name: str, out: list[_Written], *, hash_files: bool
     ) -> Iterator[memoryview]:
         """The files' bytes, back to back, as views of one buffer refilled in place
         (the encoder uses each view up before asking for the next; a new 1 MiB
@@ -152,11 +180,14 @@ class _Uploader:
                 raise BackupError(f"cannot read {item.source}: {exc.strerror}") from exc
             digest = hashlib.sha256() if hash_files else None
             size = 0
+            start, most = item.read_range
             with handle:
+                if start:
+                    handle.seek(start)
                 # Read only what the file had when listed: a relation that grows
                 # during the backup is replayed from WAL, and a bound keeps bundles exact.
-                while size < item.entry.size_bytes:
-                    want = min(CHUNK_BYTES, item.entry.size_bytes - size)
+                while size < most:
+                    want = min(CHUNK_BYTES, most - size)
                     count = handle.readinto(buffer[:want])
                     if not count:
                         break
@@ -167,15 +198,14 @@ class _Uploader:
                     if self.progress:
                         self.progress(count)
                     yield chunk
-            out.append(
-                replace(
-                    item.entry,
-                    size_bytes=size,
-                    sha256=digest.hexdigest() if digest is not None else "",
-                    object=name,
-                    offset=offset,
-                )
+            entry = replace(
+                item.entry,
+                size_bytes=size,
+                sha256=digest.hexdigest() if digest is not None else "",
+                object=name,
+                offset=offset,
             )
+            out.append((item, entry))
             offset += size
 
 
@@ -187,14 +217,45 @@ def upload(
     jobs: int,
     bundle_limit: int,
     bundle_size: int,
+    part_size: int = PART_BYTES,
     progress: Progress | None = None,
 ) -> tuple[list[FileEntry], list[StoredObject]]:
     uploader = _Uploader(repo, backup_id, progress)
-    groups = plan_objects(files, bundle_limit, bundle_size)
+    groups = plan_objects(files, bundle_limit, bundle_size, part_size)
     results = run_bounded(groups, uploader.upload, jobs)
-    entries = sorted((e for written, _ in results for e in written), key=lambda e: e.path)
+    written = [w for done, _ in results for w in done]
+    entries = [entry for item, entry in written if item.part is None]
+    entries += _join_parts([w for w in written if w[0].part is not None])
     objects = sorted((obj for _, obj in results), key=lambda o: o.name)
-    return entries, objects
+    return sorted(entries, key=lambda e: e.path), objects
+
+
+def _join_parts(written: list[_Written]) -> list[FileEntry]:
+    """One entry per file in parts, from its parts' entries. A file missing a part
+    was dropped while the backup ran (WAL replay removes it too): it is left out,
+    as a dropped file that is not in parts is; its parts' objects stay listed."""
+    by_path: dict[str, list[_Written]] = {}
+    for item, entry in written:
+        by_path.setdefault(item.entry.path, []).append((item, entry))
+    joined = []
+    for pieces in by_path.values():
+        pieces.sort(key=lambda w: w[0].part or 0)
+        first = pieces[0][0]
+        if len(pieces) != -(-first.entry.size_bytes // first.part_bytes):
+            continue
+        ends = [item.read_range[0] + e.size_bytes for item, e in pieces if e.size_bytes]
+        joined.append(
+            replace(
+                first.entry,
+                size_bytes=max(ends, default=0),
+                sha256=parts_sha256(e.sha256 for _, e in pieces),
+                object=None,
+                offset=0,
+                parts=tuple(e.object or "" for _, e in pieces),
+                part_bytes=first.part_bytes,
+            )
+        )
+    return joined
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +297,7 @@ def reuse_unchanged(
     does not spread into every later backup. Reading is bounded like upload:
     ``jobs`` files at once, 1 MiB at a time.
     """
-    old_by_path = {e.path: e for e in parent.files if e.kind == "file" and e.object is not None}
+    old_by_path = {e.path: e for e in parent.files if e.object_names}
     present = _present_objects(repo, parent)
     candidates: list[tuple[SourceFile, FileEntry]] = []
     upload: list[SourceFile] = []
@@ -245,14 +306,14 @@ def reuse_unchanged(
         if (
             old is not None
             and old.size_bytes == item.entry.size_bytes
-            and (old.object, old.backup_id) in present
+            and all((name, old.backup_id) in present for name in old.object_names)
         ):
             candidates.append((item, old))
         else:
             upload.append(item)
 
     def work(pair: tuple[SourceFile, FileEntry]) -> tuple[SourceFile, FileEntry, str | None]:
-        return pair[0], pair[1], hash_file(pair[0].source, pair[0].entry.size_bytes, progress)
+        return pair[0], pair[1], hash_file(pair[0].source, pair[1], progress)
 
     referenced: list[FileEntry] = []
     objects: dict[tuple[str, str | None], StoredObject] = {}
@@ -262,9 +323,9 @@ def reuse_unchanged(
         if sha256 != old.sha256:
             upload.append(item)
             continue
-        entry, obj = reference(parent, old, item.entry)
+        entry, needed = reference(parent, old, item.entry)
         referenced.append(entry)
-        objects[(obj.name, obj.backup_id)] = obj
+        objects.update(((obj.name, obj.backup_id), obj) for obj in needed)
     upload.sort(key=lambda s: s.entry.path)
     referenced.sort(key=lambda e: e.path)
     return Reuse(upload, referenced, sorted(objects.values(), key=_object_order))
@@ -288,24 +349,38 @@ def _present_objects(repo: Repo, parent: Manifest) -> set[tuple[str, str | None]
     }
 
 
-def hash_file(path: Path, size_bytes: int, progress: Progress | None = None) -> str | None:
-    """SHA-256 of the first ``size_bytes`` bytes; None if the file is gone. A file that
-    is now shorter hashes to something else, so it counts as changed. Other OS errors
-    propagate: the command says what could not be read."""
-    digest = hashlib.sha256()
+def hash_file(path: Path, entry: FileEntry, progress: Progress | None = None) -> str | None:
+    """The file at ``path`` now, hashed as ``entry`` records it (whole, or part by part:
+    ``manifest.parts_sha256``) over its first ``entry.size_bytes`` bytes; None if the
+    file is gone. A file that is now shorter hashes to something else, so it counts
+    as changed. Other OS errors propagate: the command says what could not be read."""
     try:
         handle = path.open("rb", buffering=0)
     except FileNotFoundError:
         return None
-    buffer = memoryview(bytearray(min(CHUNK_BYTES, max(size_bytes, 1))))
     with handle:
-        remaining = size_bytes
-        while remaining > 0:
-            count = handle.readinto(buffer[: min(CHUNK_BYTES, remaining)])
-            if not count:
-                break
-            digest.update(buffer[:count])
-            remaining -= count
-            if progress:
-                progress(count)
+        if not entry.parts:
+            return _hash_range(handle, entry.size_bytes, progress)
+        digests = []
+        for index in range(len(entry.parts)):
+            start = index * entry.part_bytes
+            handle.seek(start)
+            most = max(0, min(entry.part_bytes, entry.size_bytes - start))
+            digests.append(_hash_range(handle, most, progress))
+        return parts_sha256(digests)
+
+
+def _hash_range(handle: FileIO, size_bytes: int, progress: Progress | None) -> str:
+    """SHA-256 of the next ``size_bytes`` bytes (fewer at the end of the file)."""
+    digest = hashlib.sha256()
+    buffer = memoryview(bytearray(min(CHUNK_BYTES, max(size_bytes, 1))))
+    remaining = size_bytes
+    while remaining > 0:
+        count = handle.readinto(buffer[: min(CHUNK_BYTES, remaining)])
+        if not count:
+            break
+        digest.update(buffer[:count])
+        remaining -= count
+        if progress:
+            progress(count)
     return digest.hexdigest()

@@ -11,6 +11,13 @@ dropped, never written. Every file written is checked for its size and
 SHA-256 against the manifest before it counts, so a misplaced offset or a
 wrong holder fails loudly instead of restoring someone else's bytes.
 
+A file in parts is created empty first; each part is then an object of its own,
+written at its place in the file by whichever job takes it, so a big relation
+file is inflated on every job. Each part is checked by the decoder against its
+object's digests, and the manifest was checked, when it was read, to be exactly
+its parts; once all are written the file's size is checked and its mode, owner
+and times are set.
+
 At most ``jobs`` objects are read at once, each in pipeline-sized chunks:
 memory stays bounded whatever the size of an object.
 """
@@ -53,7 +60,8 @@ class Fetched:
 class _Job:
     holder: str
     obj: StoredObject
-    files: list[FileEntry]  # sorted by offset
+    files: list[FileEntry]  # sorted by offset; a part: its file alone
+    at: int | None = None  # a part: where the object's bytes go in its file
 
 
 def download(
@@ -69,6 +77,7 @@ def download(
     of them are not read at all."""
     wanted = manifest.files if files is None else files
     by_object: dict[tuple[str, str | None], list[FileEntry]] = {}
+    in_parts = [e for e in wanted if e.kind == "file" and e.parts]
     for entry in wanted:
         if entry.kind == "file" and entry.object is not None:
             by_object.setdefault((entry.object, entry.backup_id), []).append(entry)
@@ -80,14 +89,28 @@ def download(
         )
         for (name, holder), entries in by_object.items()
     ]
+    work_list += [
+        _Job(
+            manifest.holder(entry.backup_id),
+            manifest.object(name, entry.backup_id),
+            [entry],
+            at=index * entry.part_bytes,
+        )
+        for entry in in_parts
+        for index, name in enumerate(entry.parts)
+    ]
     work_list.sort(key=lambda j: -j.obj.plain_size_bytes)
+    for entry in in_parts:
+        _create(placement.resolve(entry.path))
 
     def work(job: _Job) -> int:
         return _restore_object(repo, manifest.backup_id, job, placement, progress)
 
     written = run_bounded(work_list, work, jobs)
+    for entry in in_parts:
+        _finish_parts(entry, placement)
     return Fetched(
-        files=sum(len(j.files) for j in work_list),
+        files=sum(len(j.files) for j in work_list if j.at is None) + len(in_parts),
         bytes_written=sum(written),
         objects=len(work_list),
         stored_bytes=sum(j.obj.stored_size_bytes for j in work_list),
@@ -127,6 +150,10 @@ def _cut_object(
 ) -> int:
     obj = job.obj
     reader = _Cutter(stream)
+    if job.at is not None:  # a part: the decoder checks all of it against the object's digest
+        _write_file(job.files[0], reader.take(obj.plain_size_bytes), placement, progress, at=job.at)
+        reader.finish()
+        return obj.plain_size_bytes
     written = 0
     for entry in job.files:
         if entry.offset < reader.position:
@@ -190,14 +217,20 @@ def _write_file(
     progress: Progress | None,
     *,
     hashed: bool = False,
+    at: int | None = None,
 ) -> None:
     """Write one file; unless the decoder checks its bytes already (``hashed``),
-    check its size and SHA-256 against the manifest."""
+    check its size and SHA-256 against the manifest. With ``at``: write one part
+    of a file in parts (created by ``_create``) there; the decoder checks it."""
     path = placement.resolve(entry.path)
-    digest = None if hashed else hashlib.sha256()
+    digest = None if hashed or at is not None else hashlib.sha256()
     size = 0
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        if at is None:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        else:
+            fd = os.open(path, os.O_WRONLY)
+            os.lseek(fd, at, os.SEEK_SET)
     except OSError as exc:
         raise RestoreError(f"cannot create {path}: {exc.strerror}") from exc
     with os.fdopen(fd, "wb") as handle:
@@ -210,12 +243,33 @@ def _write_file(
                 progress(len(chunk))
         handle.flush()
         os.fsync(handle.fileno())
+    if at is not None:
+        return
     actual = entry.sha256 if digest is None else digest.hexdigest()
     if size != entry.size_bytes or actual != entry.sha256:
         raise IntegrityError(
             f"{entry.path}: restored {size} bytes with sha256 {actual[:12]}..., "
             f"the manifest says {entry.size_bytes} bytes, {entry.sha256[:12]}...; "
             "the backup is damaged"
+        )
+    apply_metadata(path, entry, chown=placement.chown)
+
+
+def _create(path: Path) -> None:
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as exc:
+        raise RestoreError(f"cannot create {path}: {exc.strerror}") from exc
+
+
+def _finish_parts(entry: FileEntry, placement: Placement) -> None:
+    """Every part is written and was checked: the size is the last check of the file."""
+    path = placement.resolve(entry.path)
+    size = path.stat().st_size
+    if size != entry.size_bytes:
+        raise IntegrityError(
+            f"{entry.path}: restored {size} bytes from its parts, the manifest says "
+            f"{entry.size_bytes}; the backup is damaged"
         )
     apply_metadata(path, entry, chown=placement.chown)
 

@@ -17,6 +17,7 @@ from janua_backup.pg.wal import Lsn, WalSegment
 from janua_backup.repository import catalog, integrity, layout, transfer
 from janua_backup.repository.integrity import ProblemKind
 from janua_backup.repository.manifest import (
+    MANIFEST_FORMAT,
     FileEntry,
     Manifest,
     from_json,
@@ -243,7 +244,7 @@ def test_inconsistent_references_are_refused(chain: Chain) -> None:
     with pytest.raises(FormatError, match="names no parent"):
         from_json(json.dumps(orphan).encode())
     newer = json.loads(to_json(incr1))
-    newer["format_version"] = 3
+    newer["format_version"] = MANIFEST_FORMAT + 1
     with pytest.raises(FormatError, match="newer"):
         from_json(json.dumps(newer).encode())
 

@@ -8,6 +8,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -130,7 +131,11 @@ def test_hash_file_hashes_the_listed_size(tmp_path: Path) -> None:
     data = sample(2 * MiB + 5, kind="random")
     path = tmp_path / "f"
     path.write_bytes(data)
-    assert transfer.hash_file(path, len(data)) == hashlib.sha256(data).hexdigest()
-    assert transfer.hash_file(path, 1000) == hashlib.sha256(data[:1000]).hexdigest()
-    assert transfer.hash_file(path, 0) == hashlib.sha256(b"").hexdigest()
-    assert transfer.hash_file(tmp_path / "absent", 10) is None
+
+    def sized(size: int) -> FileEntry:
+        return replace(source(tmp_path, "x", b"").entry, size_bytes=size)
+
+    assert transfer.hash_file(path, sized(len(data))) == hashlib.sha256(data).hexdigest()
+    assert transfer.hash_file(path, sized(1000)) == hashlib.sha256(data[:1000]).hexdigest()
+    assert transfer.hash_file(path, sized(0)) == hashlib.sha256(b"").hexdigest()
+    assert transfer.hash_file(tmp_path / "absent", sized(10)) is None
