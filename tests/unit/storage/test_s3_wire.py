@@ -8,6 +8,7 @@ that it imports no boto3 is checked with the driver's own import test.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 
 import pytest
 
@@ -60,6 +61,20 @@ def test_signature_matches_the_aws_documentation_example() -> None:
         "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, "
         "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
     )
+
+
+@pytest.mark.parametrize("scheme", ["https", "http"])
+def test_a_body_is_signed_unsigned_over_https_and_by_its_sha256_over_http(scheme: str) -> None:
+    # As botocore does with payload_signing_enabled off (s3.py): over TLS a body is
+    # not hashed twice more (here and by the server) for the signature.
+    creds = Credentials("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    client = WireClient(f"{scheme}://127.0.0.1:9000", "us-east-1", creds, environ={})
+    body = b"Welcome to Amazon S3."
+    signed = client._sign("PUT", "/bucket/key", "", body, {})["X-Amz-Content-SHA256"]
+    expected = "UNSIGNED-PAYLOAD" if scheme == "https" else hashlib.sha256(body).hexdigest()
+    assert signed == expected
+    empty = client._sign("GET", "/bucket/key", "", b"", {})["X-Amz-Content-SHA256"]
+    assert empty == hashlib.sha256(b"").hexdigest()
 
 
 def test_error_answers_read_like_botocores() -> None:
