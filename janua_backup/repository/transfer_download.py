@@ -242,9 +242,9 @@ def _write_file(
             if progress:
                 progress(len(chunk))
         handle.flush()
+        if at is not None:
+            return  # a part: the whole file is synced once, after its last part
         os.fsync(handle.fileno())
-    if at is not None:
-        return
     actual = entry.sha256 if digest is None else digest.hexdigest()
     if size != entry.size_bytes or actual != entry.sha256:
         raise IntegrityError(
@@ -263,9 +263,16 @@ def _create(path: Path) -> None:
 
 
 def _finish_parts(entry: FileEntry, placement: Placement) -> None:
-    """Every part is written and was checked: the size is the last check of the file."""
+    """Every part is written and was checked: the file is synced once (a sync per
+    part would wait, each time, for the other jobs' parts of the same file too),
+    and its size is the last check."""
     path = placement.resolve(entry.path)
-    size = path.stat().st_size
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        size = os.fstat(fd).st_size
+    finally:
+        os.close(fd)
     if size != entry.size_bytes:
         raise IntegrityError(
             f"{entry.path}: restored {size} bytes from its parts, the manifest says "
