@@ -8,6 +8,7 @@ the repository is on S3.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -19,13 +20,16 @@ from janua_backup.repository.objects import Repo
 from janua_backup.storage.base import Storage
 
 
-def open_storage(settings: Settings, *, quick_start: bool = False) -> Storage:
+def open_storage(
+    settings: Settings, *, quick_start: bool = False, part_size_bytes: int | None = None
+) -> Storage:
     """The repository's storage; ``quick_start`` for commands whose start-up counts.
 
     ``quick_start`` lets the S3 driver skip boto3 where its standard-library
     client gives the same answers (``storage/s3_wire.py``): PostgreSQL starts
     wal-push and wal-fetch once per file, so start-up is archive latency, and a
-    restore's start-up is downtime.
+    restore's start-up is downtime. ``part_size_bytes``: S3 objects up to this size
+    are stored with one PUT (default: the driver's part size).
     """
     url = urlparse(settings.require_repo().url)
     if url.scheme == "file":
@@ -49,6 +53,8 @@ def open_storage(settings: Settings, *, quick_start: bool = False) -> Storage:
         retry_deadline_s=s3.retry_deadline_s,
         quick_start=quick_start,
     )
+    if part_size_bytes is not None:
+        location = replace(location, part_size_bytes=part_size_bytes)
     return S3Storage(location)
 
 
@@ -62,12 +68,20 @@ def load_key(enc: EncryptionSettings) -> Key | None:
     return None
 
 
-def open_repo(settings: Settings, *, quick_start: bool = False, threads: int = 1) -> Repo:
-    """The repository; ``threads`` compress each object (one at a time) on that many threads."""
+def open_repo(
+    settings: Settings,
+    *,
+    quick_start: bool = False,
+    threads: int = 1,
+    part_size_bytes: int | None = None,
+) -> Repo:
+    """The repository; ``threads`` compress each object (one at a time) on that many
+    threads; ``quick_start`` and ``part_size_bytes`` as for ``open_storage``."""
     comp = settings.compression
     key = load_key(settings.encryption)
     spec = EncodeSpec(codec=comp.codec, level=comp.level or None, key=key, threads=threads)
-    return Repo(storage=open_storage(settings, quick_start=quick_start), spec=spec)
+    storage = open_storage(settings, quick_start=quick_start, part_size_bytes=part_size_bytes)
+    return Repo(storage=storage, spec=spec)
 
 
 def jobs(settings: Settings) -> int:

@@ -109,13 +109,25 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+SEGMENT_PUT_BYTES = 17 * 1024 * 1024
+"""A 16 MiB segment (PostgreSQL's default size) with the object format's framing,
+even incompressible, is one PUT; bigger segments are uploaded in parts this big."""
+
+
 def _push_sync(settings: Settings, path: Path, kind: WalFileKind, pgdata: Path) -> str:
     from janua_backup.commands.common import open_repo
     from janua_backup.repository import marker, wal_archive
 
     identity = identify(path, kind, pgdata)
-    # One segment is one stream: compress it on every core (~0.1 s less for gzip 6).
-    repo = open_repo(settings, quick_start=True, threads=min(os.cpu_count() or 1, 4))
+    # One segment is one stream: compress it on every core (~0.1 s less for gzip 6),
+    # and store it with one PUT: a segment that compresses to more than the 5 MiB
+    # of a multipart part would otherwise take four requests instead of one.
+    repo = open_repo(
+        settings,
+        quick_start=True,
+        threads=min(os.cpu_count() or 1, 4),
+        part_size_bytes=SEGMENT_PUT_BYTES,
+    )
     if identity.system_identifier is not None:
         marker.ensure(
             repo,

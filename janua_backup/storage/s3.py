@@ -182,6 +182,7 @@ class S3Storage:
         full, bucket = self._full(key), self.settings.bucket
         # GetObject, not HeadObject: its error body tells NoSuchKey from NoSuchBucket.
         response = self._call("get", key, lambda c: c.get_object(Bucket=bucket, Key=full))
+        self._bucket_seen_at = time.monotonic()  # an answer from inside it: no HeadBucket needed
         return _BodyChunks(response["Body"], f"{self.describe()}/{key}", self._client_errors)
 
     def head(self, key: str) -> ObjectInfo | None:
@@ -190,6 +191,7 @@ class S3Storage:
             meta = self._call("head", key, lambda c: c.head_object(Bucket=bucket, Key=full))
         except ObjectNotFound:  # raised only once the bucket is known to exist
             return None
+        self._bucket_seen_at = time.monotonic()
         return ObjectInfo(key, meta["ContentLength"], meta["LastModified"].astimezone(UTC))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
