@@ -317,7 +317,8 @@ class WireClient:
         )
         target = path + (f"?{query_text}" if query_text else "")
         signed = self._sign(method, path, query_text, body or b"", dict(headers or {}))
-        for attempt in (1, 2):
+        retried = False
+        while True:
             connection, reused = self._connection()
             try:
                 connection.request(method, target, body=body, headers=signed)
@@ -329,11 +330,11 @@ class WireClient:
                 ) from exc
             except (http.client.HTTPException, OSError) as exc:
                 connection.close()
-                if reused and attempt == 1:
+                if reused and not retried:
+                    retried = True
                     continue
                 raise WireUnreachable(f"{method} to {self._host_header} failed: {exc!r}") from exc
             return self._answer(method, connection, response, stream)
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _answer(
         self,
