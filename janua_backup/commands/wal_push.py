@@ -128,18 +128,27 @@ def _push_sync(settings: Settings, path: Path, kind: WalFileKind, pgdata: Path) 
         threads=min(os.cpu_count() or 1, 4),
         part_size_bytes=SEGMENT_PUT_BYTES,
     )
-    if identity.system_identifier is not None:
-        marker.ensure(
-            repo,
-            system_identifier=identity.system_identifier,
-            wal_segment_size=identity.wal_segment_size or 16 * 1024 * 1024,
-            pg_major=None,
-        )
-    else:
-        existing = marker.read(repo)
-        if existing is not None:
-            marker.check_key(repo, existing)
-    return wal_archive.push(repo, path.name, path).value
+
+    def check_marker() -> None:
+        if identity.system_identifier is not None:
+            marker.ensure(
+                repo,
+                system_identifier=identity.system_identifier,
+                wal_segment_size=identity.wal_segment_size or 16 * 1024 * 1024,
+                pg_major=None,
+            )
+        else:
+            existing = marker.read(repo)
+            if existing is not None:
+                marker.check_key(repo, existing)
+
+    # The segment is compressed while the marker and the HEAD are asked for
+    # (their round trips overlap the compression); nothing is sent before both
+    # passed. A whole segment's codec output may wait: it is one PUT anyway.
+    outcome = wal_archive.push(
+        repo, path.name, path, check=check_marker, read_ahead_bytes=SEGMENT_PUT_BYTES
+    )
+    return outcome.value
 
 
 def _push_async(settings: Settings, path: Path, pgdata: Path) -> str:

@@ -7,7 +7,8 @@ spec (codec, level, key). It knows nothing of PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from janua_backup.errors import IntegrityError
@@ -43,18 +44,26 @@ class Repo:
         if_absent: bool = False,
         spec: EncodeSpec | None = None,
         read_ahead_bytes: int = 0,
+        before_store: Callable[[], None] | None = None,
     ) -> PutResult:
         """Encode ``chunks`` into the object ``key``.
 
         With ``read_ahead_bytes`` reading and compressing ``chunks`` run in
         threads of their own, up to that many codec bytes ahead of the upload
         (``Encoder``), so compressing and sending overlap; errors of either
-        side are raised here.
+        side are raised here. ``before_store`` runs once that encoding has
+        started and before any byte is sent: checks that need the network then
+        overlap the compression, and one that raises stores nothing.
         """
         encoder = Encoder(spec or self.spec, read_ahead_bytes=read_ahead_bytes)
         stored = encoder.encode(chunks)
         try:
-            self.storage.put(key, stored, if_absent=if_absent)
+            if before_store is None:
+                self.storage.put(key, stored, if_absent=if_absent)
+            else:
+                header = next(stored)  # starts the read-ahead threads
+                before_store()
+                self.storage.put(key, itertools.chain([header], stored), if_absent=if_absent)
         finally:
             stored.close()  # a failed upload stops the encoder's threads here
         return PutResult(plain=encoder.plain, stored=encoder.stored)

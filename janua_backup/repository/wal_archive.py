@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -36,12 +36,33 @@ class ArchivedWal:
     modified: datetime
 
 
-def push(repo: Repo, name: str, source: Path) -> PushOutcome:
+def push(
+    repo: Repo,
+    name: str,
+    source: Path,
+    *,
+    check: Callable[[], None] | None = None,
+    read_ahead_bytes: int = 0,
+) -> PushOutcome:
+    """Store ``source`` as ``name``; ``check`` (the repository's marker) runs first
+    and may raise to store nothing. With ``read_ahead_bytes`` the file is
+    compressed while ``check`` and the HEAD wait for their answers."""
     key = layout.wal_key(name)
-    if repo.storage.head(key) is not None:
-        return _same_or_conflict(repo, name, source)
+
+    def before_store() -> None:
+        if check is not None:
+            check()
+        if repo.storage.head(key) is not None:
+            raise ObjectExists(f"{repo.describe()}/{key} already exists")
+
     try:
-        repo.put(key, read_chunks(source), if_absent=True)
+        repo.put(
+            key,
+            read_chunks(source),
+            if_absent=True,
+            read_ahead_bytes=read_ahead_bytes,
+            before_store=before_store,
+        )
     except ObjectExists:
         return _same_or_conflict(repo, name, source)
     return PushOutcome.STORED

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 
-from janua_backup.errors import ObjectNotFound, WalConflict
-from janua_backup.repository import wal_archive
+from janua_backup.errors import ConfigError, ObjectNotFound, WalConflict
+from janua_backup.repository import layout, wal_archive
 from janua_backup.repository.wal_archive import PushOutcome
+from tests.unit.pipeline.objects import MiB, sample
 from tests.unit.repository.helpers import memory_repo
 
 NAME = "000000010000000000000003"
@@ -22,6 +24,35 @@ def test_push_is_idempotent_and_never_overwrites(tmp_path: Path) -> None:
     with pytest.raises(WalConflict, match="different content"):
         wal_archive.push(repo, NAME, segment)
     assert wal_archive.read(repo, NAME) == b"wal" * 1000
+
+
+@pytest.mark.parametrize("read_ahead", [0, 17 * MiB], ids=["sequential", "compressed ahead"])
+def test_push_checks_before_it_stores_and_a_failed_check_stores_nothing(
+    tmp_path: Path, read_ahead: int
+) -> None:
+    # wal-push overlaps the marker check and the HEAD with the compression: the
+    # order of what reaches the store must stay check, HEAD, PUT.
+    repo = memory_repo()
+    segment = tmp_path / NAME
+    segment.write_bytes(sample(3 * MiB, kind="text"))
+    before = threading.active_count()
+
+    def refuse() -> None:
+        assert repo.storage.head(layout.wal_key(NAME)) is None
+        raise ConfigError("not our repository")
+
+    with pytest.raises(ConfigError, match="not our repository"):
+        wal_archive.push(repo, NAME, segment, check=refuse, read_ahead_bytes=read_ahead)
+    assert list(repo.storage.list()) == []
+    assert threading.active_count() == before  # the compressing threads were stopped
+    checked: list[str] = []
+    outcome = wal_archive.push(
+        repo, NAME, segment, check=lambda: checked.append("ok"), read_ahead_bytes=read_ahead
+    )
+    assert (outcome, checked) == (PushOutcome.STORED, ["ok"])
+    assert wal_archive.read(repo, NAME) == segment.read_bytes()
+    again = wal_archive.push(repo, NAME, segment, check=lambda: None, read_ahead_bytes=read_ahead)
+    assert again is PushOutcome.ALREADY_ARCHIVED
 
 
 def test_fetch_writes_atomically_and_reports_absence(tmp_path: Path) -> None:
