@@ -23,6 +23,20 @@ def wal_push(wal_path: str) -> None:
     command.run(context().settings(), wal_path)
 
 
+@cli.command("archive-command")
+def archive_command() -> None:
+    """Print the archive_command line for postgresql.conf, for this config.
+
+    With [wal] archive_async = true it starts with a shell test that exits 0
+    for a segment the background worker has already stored, without starting
+    Python; everything else runs wal-push %p.
+    """
+    from janua_backup.commands.common import archive_command as command
+    from janua_backup.pg.recovery import quote_setting
+
+    click.echo(f"archive_command = {quote_setting(command(context().settings()))}")
+
+
 @cli.command("wal-push-worker", hidden=True)
 def wal_push_worker() -> None:
     """Push every ready WAL segment ahead of the archiver ([wal] archive_async = true).

@@ -86,3 +86,29 @@ def open_repo(
 
 def jobs(settings: Settings) -> int:
     return settings.backup.jobs or os.cpu_count() or 1
+
+
+def invocation(settings: Settings) -> str:
+    """This program with this config file, as PostgreSQL runs it from a command line."""
+    import shlex
+    import shutil
+    import sys
+
+    exe = Path(sys.argv[0]).resolve() if Path(sys.argv[0]).name == "janua-backup" else None
+    if exe is None or not exe.exists():
+        found = shutil.which("janua-backup")
+        exe = Path(found) if found else None
+    program = shlex.quote(str(exe)) if exe else f"{sys.executable} -m janua_backup"
+    config = f" --config {shlex.quote(settings.config_path)}" if settings.config_path else ""
+    return program + config
+
+
+def archive_command(settings: Settings) -> str:
+    """The ``archive_command`` for this config: ``wal-push %p``, after the shell
+    hand-over of ``spool`` when pushes are asynchronous."""
+    command = f"{invocation(settings)} wal-push %p"
+    if settings.wal.archive_async:
+        from janua_backup.spool import shell_hand_over
+
+        return shell_hand_over(settings.wal.spool_dir) + command
+    return command

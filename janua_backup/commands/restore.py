@@ -22,13 +22,12 @@ import contextlib
 import logging
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from janua_backup.commands import restore_delta
-from janua_backup.commands.common import jobs, open_repo
+from janua_backup.commands.common import invocation, jobs, open_repo
 from janua_backup.config import Settings
 from janua_backup.errors import InputError, JanuaError, RestoreError
 from janua_backup.localfs import atomic_write
@@ -349,24 +348,12 @@ def _write_recovery(
 
 def restore_command(settings: Settings) -> str:
     """This tool, with this config file, as PostgreSQL will run it."""
-    exe = Path(sys.argv[0]).resolve() if Path(sys.argv[0]).name == "janua-backup" else None
-    if exe is None or not exe.exists():
-        found = shutil.which("janua-backup")
-        exe = Path(found) if found else None
-    program = str(exe) if exe else f"{sys.executable} -m janua_backup"
-    config = f" --config {_shell_quote(settings.config_path)}" if settings.config_path else ""
-    command = f'{program}{config} wal-fetch %f "%p"'
+    command = f'{invocation(settings)} wal-fetch %f "%p"'
     if settings.wal.prefetch_segments > 0:
         from janua_backup.prefetch import shell_hand_over
 
         return shell_hand_over(settings.wal.spool_dir) + command
     return command
-
-
-def _shell_quote(value: str) -> str:
-    import shlex
-
-    return shlex.quote(value)
 
 
 def _start_command(pgdata: Path) -> str:

@@ -123,7 +123,15 @@ prefetch_segments = 8
         chown_tree(self.dir)
 
     def archive_command(self, codec: str) -> str:
-        return f"{self.exe} --config {self._config(codec)} wal-push %p"
+        """What ``janua-backup archive-command`` prints (its shell hand-over with async
+        pushes), as a user sets it; a plain ``wal-push %p`` for versions without it."""
+        plain = f"{self.exe} --config {self._config(codec)} wal-push %p"
+        if not self.features["archive_command"]:
+            return plain
+        printed = run([str(self.exe), "--config", str(self._config(codec)), "archive-command"],
+                      sample=False).check().stdout.strip()  # fmt: skip
+        value = printed.removeprefix("archive_command = ")
+        return value[1:-1].replace("''", "'").replace("\\\\", "\\")
 
     def backup(self, codec: str) -> BackupRun:
         argv = [str(self.exe), "--config", str(self._config(codec)), "backup", "--json"]
@@ -183,7 +191,11 @@ def _janua_features() -> dict[str, bool]:
     def uses(setting: str) -> bool:
         return any(setting in text for text in sources)
 
-    return {"archive_async": uses("archive_async"), "prefetch": uses("prefetch_segments")}
+    return {
+        "archive_async": uses("archive_async"),
+        "prefetch": uses("prefetch_segments"),
+        "archive_command": uses('"archive-command"'),
+    }
 
 
 class PgBackRest:

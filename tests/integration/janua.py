@@ -114,6 +114,14 @@ def archive_command(exe: Path, config: Path) -> str:
     return f"{exe} --config {config} wal-push %p"
 
 
+def printed_archive_command(exe: Path, config: Path) -> str:
+    """What ``janua-backup archive-command`` tells a user to set, unquoted."""
+    line = ok(run(exe, config, "archive-command")).stdout.strip()
+    prefix = "archive_command = '"
+    assert line.startswith(prefix) and line.endswith("'"), line
+    return line[len(prefix) : -1].replace("''", "'").replace("\\\\", "\\")
+
+
 def archiving_cluster(
     factory: Any, exe: Path, config: Path, extra: Mapping[str, str] | None = None
 ) -> PgCluster:

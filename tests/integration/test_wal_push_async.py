@@ -115,9 +115,16 @@ def test_a_burst_is_archived_in_full_and_restores(
     s3_server: Any, s3_bucket: str, s3_client: Any, pg_factory: Any, janua_exe: Path
 ) -> None:
     stack = AsyncStack(pg_factory, janua_exe, s3_server, s3_bucket)
+    # The archive_command janua-backup prints: segments the worker stored are
+    # acknowledged by its shell test, without starting Python.
+    command = janua.printed_archive_command(janua_exe, stack.config)
+    assert command.startswith("if [ -f pg_wal/.janua-spool/archive/%f.ok ]")
+    stack.cluster.configure({"archive_command": command})
+    stack.cluster.sql("SELECT pg_reload_conf()")
     (first,) = stack.cluster.sql("SELECT pg_walfile_name(pg_current_wal_lsn())")[0]
     names = stack.burst(20)
     janua.wait_archived(stack.cluster, names[-1], timeout_s=120)
+    assert "mode=async (shell)" in stack.cluster.log_path.read_text()
 
     assert set(every_segment(first, names[-1])) <= archived(s3_client, s3_bucket)
     (failed,) = stack.cluster.sql("SELECT failed_count FROM pg_stat_archiver")[0]

@@ -12,6 +12,7 @@ from janua_backup.commands.check import CheckResult, CheckStep, Status, Unconfir
 from janua_backup.config import PostgresSettings, RepoSettings, S3Settings, Settings
 from janua_backup.errors import CheckFailed
 from janua_backup.pipeline.crypto import key_from_passphrase
+from janua_backup.spool import shell_hand_over
 from tests.unit.repository.helpers import memory_repo
 
 
@@ -40,6 +41,12 @@ def write(path: Path, url: str, extra: str = "") -> Path:
             None,
             None,
             (("JANUA_BACKUP_REPO", "file:///r"),),
+        ),
+        (  # what `janua-backup archive-command` prints with archive_async
+            shell_hand_over(None) + "/opt/v/bin/janua-backup --config /etc/j.toml wal-push %p",
+            "/etc/j.toml",
+            None,
+            (),
         ),
     ],
 )

@@ -1,0 +1,83 @@
+"""The shell hand-over at the start of archive_command, run by sh as PostgreSQL runs it:
+exit 0 only for an ``.ok`` of this very file, everything else to ``wal-push``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from janua_backup import spool
+from janua_backup.spool import FileIdentity, shell_hand_over
+from tests.unit.test_prefetch_shell import as_postgres_would
+
+NAME = "000000010000000000000005"
+
+
+def segment(datadir: Path) -> Path:
+    path = datadir / "pg_wal" / NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"wal" * 1000)
+    return path
+
+
+def run(
+    datadir: Path, fallback: str, spool_dir: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    program = f"/bin/sh -c '{fallback}'"  # the fallback runs through exec: a program
+    command = as_postgres_would(shell_hand_over(spool_dir) + program, NAME, f"pg_wal/{NAME}")
+    return subprocess.run(
+        ["/bin/sh", "-c", command], cwd=datadir, capture_output=True, text=True, check=False
+    )
+
+
+def status_dir(datadir: Path, spool_dir: str | None = None) -> Path:
+    return spool.archive_dir(spool.resolve_root(spool_dir, datadir))
+
+
+def test_an_ok_of_this_very_file_exits_0_without_wal_push(tmp_path: Path) -> None:
+    path = segment(tmp_path)
+    spool.write_ok(status_dir(tmp_path), NAME, FileIdentity.of(path), "already archived")
+    done = run(tmp_path, "exit 9")
+    assert done.returncode == 0, done.stderr
+    assert f"wal-push name={NAME} outcome=already archived mode=async (shell)" in done.stderr
+    assert (status_dir(tmp_path) / f"{NAME}.ok").exists()  # left for the worker to prune
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        lambda i: FileIdentity(i.size_bytes, i.mtime_ns + 1, i.inode),
+        lambda i: FileIdentity(i.size_bytes + 1, i.mtime_ns, i.inode),
+        lambda i: FileIdentity(i.size_bytes, i.mtime_ns, i.inode + 1),
+    ],
+    ids=["mtime", "size", "inode"],
+)
+def test_an_ok_of_another_file_under_this_name_runs_wal_push(tmp_path: Path, other: object) -> None:
+    # A status that outlived its segment (a copied or rewound data directory) must
+    # never vouch for other bytes: wal-push decides, and pushes the file again.
+    path = segment(tmp_path)
+    assert callable(other)
+    spool.write_ok(status_dir(tmp_path), NAME, other(FileIdentity.of(path)), "stored")
+    assert run(tmp_path, "exit 7").returncode == 7
+
+
+def test_no_status_an_error_or_a_missing_file_run_wal_push(tmp_path: Path) -> None:
+    path = segment(tmp_path)
+    assert run(tmp_path, "exit 3").returncode == 3
+    spool.write_error(status_dir(tmp_path), NAME, "S3 said no", 12)
+    assert run(tmp_path, "exit 12").returncode == 12
+    spool.write_ok(status_dir(tmp_path), NAME, FileIdentity.of(path), "stored")
+    path.unlink()
+    assert run(tmp_path, "exit 5").returncode == 5
+
+
+def test_a_spool_dir_of_its_own_with_a_space(tmp_path: Path) -> None:
+    path = segment(tmp_path)
+    where = str(tmp_path / "my spool")
+    spool.write_ok(status_dir(tmp_path, where), NAME, FileIdentity.of(path), "stored")
+    assert run(tmp_path, "exit 9", where).returncode == 0
+    os.utime(path, ns=(1, 1))  # another mtime: no longer this file
+    assert run(tmp_path, "exit 9", where).returncode == 9
