@@ -107,6 +107,9 @@ def archive_dir(root: Path) -> Path:
     return directory
 
 
+SHELL_WAIT_POLLS = 250  # archive_command's shell waits at most ~5 s for a running worker
+
+
 def shell_hand_over(spool_dir: str | None) -> str:
     """The start of ``archive_command`` with ``archive_async``: a segment the worker
     has already stored is acknowledged without starting Python.
@@ -116,8 +119,9 @@ def shell_hand_over(spool_dir: str | None) -> str:
     most of that, and paced the drain. The shell trusts an ``.ok`` exactly as
     ``take_status`` does: only if the file now at ``%p`` has the size, mtime (ns)
     and inode the line records (GNU ``stat``; on a ``stat`` that prints
-    anything else nothing matches). Anything else (no ``.ok`` yet, an
-    ``.error``, a stale or unreadable status, a history file) runs ``wal-push``
+    anything else nothing matches). Without that ``.ok`` it waits while the
+    worker runs; anything else (no worker, an ``.error``, a stale or
+    unreadable status, a history file, the wait over) runs ``wal-push``
     itself, through ``exec`` so that its exit status is the command's. It leaves
     the ``.ok`` in place, as the Python call does. The archiver runs the command
     in the data directory: the default spool is a relative path.
@@ -129,12 +133,20 @@ def shell_hand_over(spool_dir: str | None) -> str:
     )
     # %% is PostgreSQL's escape for a literal %: stat gets "%s %.9Y %i", whose
     # "seconds.nanoseconds" loses its dot to tr and becomes the recorded mtime_ns.
+    # An .ok of another file ends the wait at once (wal-push removes it and
+    # pushes). While the worker named in worker.pid lives and no .error is there,
+    # the shell waits for the .ok (at most SHELL_WAIT_POLLS x 20 ms) instead of
+    # starting Python to wait: in a backlog those starts took the CPU the
+    # worker compresses with. A sleep that refuses fractions ends the wait.
     return (
-        f"if [ -f {where}/%f{OK_SUFFIX} ]"
-        f" && read -r size mtime inode outcome < {where}/%f{OK_SUFFIX}"
+        f"n=0; while :; do if [ -f {where}/%f{OK_SUFFIX} ]; then"
+        f" if read -r size mtime inode outcome < {where}/%f{OK_SUFFIX}"
         ' && [ "$size $mtime $inode" = "$(stat -c "%%s %%.9Y %%i" "%p" | tr -d .)" ];'
         ' then echo "janua-backup: INFO: wal-push name=%f outcome=$outcome mode=async (shell)" >&2;'
-        " exit 0; fi; exec "
+        f" exit 0; fi; break; fi; [ $n -lt {SHELL_WAIT_POLLS} ]"
+        f" && [ ! -f {where}/%f{ERROR_SUFFIX} ]"
+        f" && [ -f {where}/{PID_FILE} ] && read -r pid < {where}/{PID_FILE}"
+        ' && kill -0 "$pid" 2>/dev/null && sleep 0.02 || break; n=$((n + 1)); done; exec '
     )
 
 

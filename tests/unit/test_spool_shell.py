@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,14 +25,27 @@ def segment(datadir: Path) -> Path:
     return path
 
 
+def command(fallback: str, spool_dir: str | None = None) -> list[str]:
+    program = f"/bin/sh -c '{fallback}'"  # the fallback runs through exec: a program
+    line = as_postgres_would(shell_hand_over(spool_dir) + program, NAME, f"pg_wal/{NAME}")
+    return ["/bin/sh", "-c", line]
+
+
 def run(
     datadir: Path, fallback: str, spool_dir: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    program = f"/bin/sh -c '{fallback}'"  # the fallback runs through exec: a program
-    command = as_postgres_would(shell_hand_over(spool_dir) + program, NAME, f"pg_wal/{NAME}")
     return subprocess.run(
-        ["/bin/sh", "-c", command], cwd=datadir, capture_output=True, text=True, check=False
+        command(fallback, spool_dir), cwd=datadir, capture_output=True, text=True, check=False
     )
+
+
+@pytest.fixture
+def live_worker(tmp_path: Path) -> Iterator[int]:
+    """A running process named in worker.pid, as a worker writes it."""
+    with subprocess.Popen(["sleep", "30"]) as proc:
+        (status_dir(tmp_path) / spool.PID_FILE).write_text(f"{proc.pid}\n")
+        yield proc.pid
+        proc.kill()
 
 
 def status_dir(datadir: Path, spool_dir: str | None = None) -> Path:
@@ -81,3 +96,44 @@ def test_a_spool_dir_of_its_own_with_a_space(tmp_path: Path) -> None:
     assert run(tmp_path, "exit 9", where).returncode == 0
     os.utime(path, ns=(1, 1))  # another mtime: no longer this file
     assert run(tmp_path, "exit 9", where).returncode == 9
+
+
+def test_while_the_worker_runs_the_shell_waits_for_the_ok(tmp_path: Path, live_worker: int) -> None:
+    # In a backlog the archiver can be ahead of the worker: the shell waits for
+    # the verdict instead of starting Python to wait for it.
+    path = segment(tmp_path)
+    with subprocess.Popen(
+        command("exit 9"), cwd=tmp_path, stderr=subprocess.PIPE, text=True
+    ) as waiting:
+        time.sleep(0.3)
+        assert waiting.poll() is None  # still waiting: no .ok yet, the worker lives
+        spool.write_ok(status_dir(tmp_path), NAME, FileIdentity.of(path), "stored")
+        _, err = waiting.communicate(timeout=10)
+    assert waiting.returncode == 0, err
+    assert "mode=async (shell)" in err
+
+
+def test_an_error_or_another_files_ok_ends_the_wait_at_once(
+    tmp_path: Path, live_worker: int
+) -> None:
+    path = segment(tmp_path)
+    spool.write_error(status_dir(tmp_path), NAME, "S3 said no", 12)
+    started = time.monotonic()
+    assert run(tmp_path, "exit 12").returncode == 12
+    spool.clear_status(status_dir(tmp_path), NAME)
+    stale = FileIdentity.of(path)
+    spool.write_ok(
+        status_dir(tmp_path), NAME, FileIdentity(1, stale.mtime_ns, stale.inode), "stored"
+    )
+    assert run(tmp_path, "exit 7").returncode == 7
+    assert time.monotonic() - started < 2  # no wait of ~5 s on either
+
+
+def test_a_worker_that_is_gone_ends_the_wait(tmp_path: Path) -> None:
+    segment(tmp_path)
+    with subprocess.Popen(["true"]) as proc:
+        proc.wait()
+    (status_dir(tmp_path) / spool.PID_FILE).write_text(f"{proc.pid}\n")
+    started = time.monotonic()
+    assert run(tmp_path, "exit 4").returncode == 4
+    assert time.monotonic() - started < 2
