@@ -78,7 +78,7 @@ from janua_backup.localfs import atomic_write, read_chunks
 from janua_backup.pg import control
 from janua_backup.pg.control import ControlData
 from janua_backup.pg.wal import WalSegment
-from janua_backup.spool import DEFAULT_SUBDIR, resolve_root
+from janua_backup.spool import resolve_root, shell_path
 
 log = logging.getLogger(__name__)
 
@@ -108,13 +108,7 @@ def shell_hand_over(spool_dir: str | None) -> str:
     Anything else (a miss, a history file, a failed ``mv``) runs ``wal-fetch``
     itself, through ``exec`` so that its exit status is the command's.
     """
-    import shlex
-
-    where = (
-        shlex.quote(str(Path(spool_dir) / SUBDIR))
-        if spool_dir
-        else f"pg_wal/{DEFAULT_SUBDIR}/{SUBDIR}"
-    )
+    where = shell_path(spool_dir, SUBDIR)
     # %% is PostgreSQL's escape for a literal %: printf gets "%s".
     return (
         f"if [ -f {where}/%f ] && printf %%s %f > {where}/{REQUEST_FILE}.new"

@@ -107,6 +107,14 @@ def archive_dir(root: Path) -> Path:
     return directory
 
 
+def shell_path(spool_dir: str | None, subdir: str) -> str:
+    """``<spool>/<subdir>`` as a command PostgreSQL runs in the data directory names
+    it: quoted for sh, relative for the default spool under pg_wal."""
+    if spool_dir:
+        return shlex.quote(str(Path(spool_dir) / subdir))
+    return f"pg_wal/{DEFAULT_SUBDIR}/{subdir}"
+
+
 SHELL_WAIT_POLLS = 250  # archive_command's shell waits at most ~5 s for a running worker
 
 
@@ -126,11 +134,7 @@ def shell_hand_over(spool_dir: str | None) -> str:
     the ``.ok`` in place, as the Python call does. The archiver runs the command
     in the data directory: the default spool is a relative path.
     """
-    where = (
-        shlex.quote(str(Path(spool_dir) / ARCHIVE_SUBDIR))
-        if spool_dir
-        else f"pg_wal/{DEFAULT_SUBDIR}/{ARCHIVE_SUBDIR}"
-    )
+    where = shell_path(spool_dir, ARCHIVE_SUBDIR)
     # %% is PostgreSQL's escape for a literal %: stat gets "%s %.9Y %i", whose
     # "seconds.nanoseconds" loses its dot to tr and becomes the recorded mtime_ns.
     # An .ok of another file ends the wait at once (wal-push removes it and
