@@ -32,9 +32,16 @@ def archive_command() -> None:
     Python; everything else runs wal-push %p.
     """
     from janua_backup.commands.common import archive_command as command
+    from janua_backup.errors import ConfigError
     from janua_backup.pg.recovery import quote_setting
 
-    click.echo(f"archive_command = {quote_setting(command(context().settings()))}")
+    settings = context().settings()
+    if settings.config_path is None:
+        raise ConfigError(
+            "archive-command needs --config (or JANUA_BACKUP_CONFIG): PostgreSQL runs "
+            "archive_command without your environment, so its settings must come from a file"
+        )
+    click.echo(f"archive_command = {quote_setting(command(settings))}")
 
 
 @cli.command("wal-push-worker", hidden=True)

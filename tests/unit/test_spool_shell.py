@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from janua_backup import spool
+from janua_backup.cli import cli
 from janua_backup.spool import FileIdentity, shell_hand_over
 from tests.unit.test_prefetch_shell import as_postgres_would
 
@@ -137,3 +139,18 @@ def test_a_worker_that_is_gone_ends_the_wait(tmp_path: Path) -> None:
     started = time.monotonic()
     assert run(tmp_path, "exit 4").returncode == 4
     assert time.monotonic() - started < 2
+
+
+def test_archive_command_prints_the_line_for_its_config_and_needs_one(tmp_path: Path) -> None:
+    config = tmp_path / "janua.toml"
+    config.write_text(
+        f'[repository]\nurl = "file://{tmp_path}/repo"\n\n[wal]\narchive_async = true\n'
+    )
+    runner = CliRunner(env={"JANUA_BACKUP_CONFIG": None})
+    done = runner.invoke(cli, ["--config", str(config), "archive-command"])
+    assert done.exit_code == 0, done.output
+    line = done.stdout.strip()
+    assert line.startswith("archive_command = 'n=0; while :; do if [ -f pg_wal/.janua-spool/")
+    assert line.endswith(f"--config {config} wal-push %p'")
+    missing = runner.invoke(cli, ["--repo", f"file://{tmp_path}/repo", "archive-command"])
+    assert missing.exit_code == 3 and "needs --config" in missing.output
