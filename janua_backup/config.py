@@ -75,7 +75,10 @@ class BackupSettings:
     jobs: int = 0  # 0: one per core
     bundle_limit_bytes: int = 1024 * 1024  # files smaller than this are bundled
     bundle_size_bytes: int = 32 * 1024 * 1024
-    part_size_bytes: int = 64 * 1024 * 1024  # bigger files are stored in parts of this size
+    # Bigger files are stored in parts of this size: small enough that a 1 GiB relation
+    # segment (PostgreSQL's largest file) spreads over every job, big enough that the
+    # cost per object (a request, a header, a manifest line) stays small.
+    part_size_bytes: int = 64 * 1024 * 1024
     archive_timeout_s: float = 300.0  # wait for the stop segment to be archived
 
 

@@ -18,7 +18,8 @@ never has to be walked. ``depends_on`` names the parent; every backup a
 reference names is in the ``depends_on`` chain (the parent's references are in
 its own chain), which is what retention keeps.
 
-Files in parts (format 3). A file bigger than one part (``PART_BYTES``) is
+Files in parts (format 3). A file bigger than one part (``[backup]
+part_size_bytes``, recorded in each entry: a restore reads any part size) is
 stored as several objects, part ``i`` holding its bytes from ``i * part_bytes``
 on, so that the jobs of a backup compress, and those of a restore inflate, one
 big relation file on every core instead of on one. Its ``sha256`` is then not
@@ -51,11 +52,6 @@ from janua_backup.pg.wal import Lsn
 MANIFEST_FORMAT = 3  # the newest format this version reads and writes
 PLAIN_FORMAT = 1  # written when no file is referenced or in parts: readable by every version
 REFERENCES_FORMAT = 2  # the oldest format that has references
-PART_BYTES = 64 * 1024 * 1024
-"""The default part size (``[backup] part_size_bytes``): small enough that a 1 GiB
-relation segment (PostgreSQL's largest file) spreads over every job, big enough
-that per-object costs (a request, a header, a manifest line) stay small. Each
-entry records its own part size: a restore reads any."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,6 @@ from typing import TypeVar
 from janua_backup.errors import BackupError
 from janua_backup.repository import layout
 from janua_backup.repository.manifest import (
-    PART_BYTES,
     FileEntry,
     Manifest,
     StoredObject,
@@ -74,7 +73,7 @@ class SourceFile:
 
 
 def plan_objects(
-    files: Sequence[SourceFile], bundle_limit: int, bundle_size: int, part_bytes: int = PART_BYTES
+    files: Sequence[SourceFile], bundle_limit: int, bundle_size: int, part_bytes: int
 ) -> list[list[SourceFile]]:
     """Groups files into objects: one per part of a file bigger than ``part_bytes``,
     one per big file, bundles of small ones."""
@@ -217,7 +216,7 @@ def upload(
     jobs: int,
     bundle_limit: int,
     bundle_size: int,
-    part_size: int = PART_BYTES,
+    part_size: int,
     progress: Progress | None = None,
 ) -> tuple[list[FileEntry], list[StoredObject]]:
     uploader = _Uploader(repo, backup_id, progress)

@@ -64,7 +64,13 @@ def back_up(repo: Repo, backup_id: str, root: Path, parent: Manifest | None = No
     if parent is not None:
         reuse = transfer.reuse_unchanged(repo, parent, files, jobs=2)
     stored, objects = transfer.upload(
-        repo, backup_id, reuse.upload, jobs=2, bundle_limit=BIG, bundle_size=3 * 1024
+        repo,
+        backup_id,
+        reuse.upload,
+        jobs=2,
+        bundle_limit=BIG,
+        bundle_size=3 * 1024,
+        part_size=64 * MIB,
     )
     minutes = IDS.index(backup_id)
     m = replace(

@@ -25,6 +25,7 @@ from tests.unit.pipeline.objects import KEY, MiB, sample
 
 BACKUP_ID = "20261125T120000Z"
 BIG = 64 * 1024
+PART = 64 * MiB  # bigger than every file here: parts are test_parts.py's
 
 
 def source(root: Path, name: str, data: bytes) -> SourceFile:
@@ -61,6 +62,7 @@ def test_upload_records_every_files_sha256_and_the_objects_read_back(
         jobs=2,
         bundle_limit=BIG,
         bundle_size=8 * 1024,
+        part_size=PART,
         progress=progress.append,
     )
     assert sum(progress) == sum(len(d) for d in content.values())
@@ -89,7 +91,7 @@ def test_a_file_gone_before_it_is_read_is_left_out(tmp_path: Path) -> None:
     gone = source(tmp_path, "gone", sample(2 * BIG, seed=3))
     gone.source.unlink()
     entries, _ = transfer.upload(
-        repo, BACKUP_ID, [kept, gone], jobs=2, bundle_limit=BIG, bundle_size=BIG
+        repo, BACKUP_ID, [kept, gone], jobs=2, bundle_limit=BIG, bundle_size=BIG, part_size=PART
     )
     assert [e.path for e in entries] == ["kept"]
 
@@ -101,7 +103,7 @@ def test_a_file_that_grew_is_read_only_to_its_listed_size(tmp_path: Path) -> Non
     with item.source.open("ab") as handle:
         handle.write(b"appended during the backup")
     (entry,), _ = transfer.upload(
-        repo, BACKUP_ID, [item], jobs=1, bundle_limit=BIG, bundle_size=BIG
+        repo, BACKUP_ID, [item], jobs=1, bundle_limit=BIG, bundle_size=BIG, part_size=PART
     )
     assert (entry.size_bytes, entry.sha256) == (len(data), hashlib.sha256(data).hexdigest())
 
@@ -120,7 +122,9 @@ def test_a_failed_upload_is_raised_and_stops_the_encoding_threads(tmp_path: Path
     repo = Repo(FailingStorage(), EncodeSpec(codec="zstd"))
     items = [source(tmp_path, f"big-{i}", sample(4 * MiB, seed=i, kind="random")) for i in range(3)]
     with pytest.raises(StorageError, match="went away"):
-        transfer.upload(repo, BACKUP_ID, items, jobs=2, bundle_limit=BIG, bundle_size=BIG)
+        transfer.upload(
+            repo, BACKUP_ID, items, jobs=2, bundle_limit=BIG, bundle_size=BIG, part_size=PART
+        )
     deadline = time.monotonic() + 5
     while threading.active_count() > before and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -15,7 +15,7 @@ from janua_backup.repository.objects import Repo
 from janua_backup.repository.transfer_download import Placement, download
 from tests.unit.pipeline.objects import MiB, sample
 from tests.unit.repository.helpers import manifest, memory_repo
-from tests.unit.repository.test_transfer import BACKUP_ID, source
+from tests.unit.repository.test_transfer import BACKUP_ID, PART, source
 
 CONTENT = {
     "big": sample(3 * MiB + 17, seed=1, kind="text"),  # alone in its object
@@ -29,7 +29,13 @@ def backed_up(tmp_path: Path) -> tuple[Manifest, Repo]:
     src.mkdir()
     sources = [source(src, name, data) for name, data in CONTENT.items()]
     entries, objects = transfer.upload(
-        repo, BACKUP_ID, sources, jobs=2, bundle_limit=64 * 1024, bundle_size=8 * 1024
+        repo,
+        BACKUP_ID,
+        sources,
+        jobs=2,
+        bundle_limit=64 * 1024,
+        bundle_size=8 * 1024,
+        part_size=PART,
     )
     return replace(manifest(BACKUP_ID), files=tuple(entries), objects=tuple(objects)), repo
 
