@@ -39,7 +39,6 @@ import contextlib
 import fcntl
 import os
 import re
-import shlex
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -110,6 +109,8 @@ def archive_dir(root: Path) -> Path:
 def shell_path(spool_dir: str | None, subdir: str) -> str:
     """``<spool>/<subdir>`` as a command PostgreSQL runs in the data directory names
     it: quoted for sh, relative for the default spool under pg_wal."""
+    import shlex  # only commands that write those commands need it, not wal-push
+
     if spool_dir:
         return shlex.quote(str(Path(spool_dir) / subdir))
     return f"pg_wal/{DEFAULT_SUBDIR}/{subdir}"
