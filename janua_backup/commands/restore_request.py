@@ -12,6 +12,7 @@ from janua_backup.commands.restore import RestoreRequest
 from janua_backup.errors import InputError
 from janua_backup.pg import recovery
 from janua_backup.pg.wal import Lsn
+from janua_backup.repository import layout
 from janua_backup.repository.select import Target
 
 Action = Literal["promote", "pause", "shutdown"]
@@ -48,6 +49,8 @@ def build_request(
         raise InputError(f"give one recovery target, not {' and '.join(given)}")
     if timezone and not target_time:
         raise InputError("--timezone only applies to --target-time")
+    if backup_id is not None:
+        layout.check_backup_id(backup_id)
     target, value = _target(target_time, timezone, target_lsn, target_xid, target_name, immediate)
     requested_tli = _timeline(timeline)
     rt = recovery.RecoveryTarget(

@@ -3,13 +3,22 @@
 ``commit`` writes the manifest as the last object of a backup, with a
 conditional put, so a crash at any earlier point leaves objects without a
 manifest: never listed, never restored, and removed by ``clean_incomplete``.
+
+A manifest is believed only under the id it names (``bound``): someone who can
+write to the bucket could copy one backup's manifest over another's, and
+restore, list and expire would then act on a backup that is not there. Every
+reader goes through ``load`` (or ``bound``), so a mismatch is an
+``IntegrityError`` everywhere; ``list_backups`` refuses the whole listing, as it
+does for a manifest that does not parse, rather than silently drop a backup and
+let restore pick an older one or expire count without it (``verify --repo``
+reports it as a damaged manifest and goes on).
 """
 
 from __future__ import annotations
 
 import logging
 
-from janua_backup.errors import InputError, ObjectNotFound
+from janua_backup.errors import IntegrityError, InputError, ObjectNotFound
 from janua_backup.repository import layout
 from janua_backup.repository.manifest import Manifest, from_json, to_json
 from janua_backup.repository.objects import Repo
@@ -23,6 +32,9 @@ def backup_ids(repo: Repo) -> tuple[list[str], list[str]]:
     for info in repo.storage.list(layout.BACKUPS_PREFIX):
         backup_id = layout.backup_id_of(info.key)
         if backup_id is None:
+            continue
+        if not layout.is_backup_id(backup_id):
+            log.warning("ignoring an object outside any backup key=%r", info.key)
             continue
         committed = info.key == layout.manifest_key(backup_id)
         seen[backup_id] = seen.get(backup_id, False) or committed
@@ -38,7 +50,20 @@ def load(repo: Repo, backup_id: str) -> Manifest:
         raise InputError(
             f"no backup {backup_id} in {repo.describe()}; `janua-backup list` shows the backups"
         ) from None
-    return from_json(raw)
+    return bound(raw, backup_id)
+
+
+def bound(raw: bytes, backup_id: str) -> Manifest:
+    """The manifest stored as ``backups/<backup_id>/manifest``, refused if it names
+    another backup (copied over this one, or tampered with)."""
+    manifest = from_json(raw)
+    if manifest.backup_id != backup_id:
+        raise IntegrityError(
+            f"the manifest stored as backup {backup_id} names backup {manifest.backup_id[:80]}: "
+            "it was copied there or tampered with and is not believed; "
+            "`janua-backup verify --repo` lists the damage"
+        )
+    return manifest
 
 
 def list_backups(repo: Repo) -> list[Manifest]:

@@ -4,11 +4,16 @@ A report is stored through the pipeline like every object (checksummed, and
 encrypted in an encrypted repository), under ``verify/<backup id>/``, so
 ``list`` can say when each backup was last proven to restore, from any host.
 Reports are small; retention removes them with their backup.
+
+A report is believed only under the backup it names: one copied from
+``verify/<a>/`` to ``verify/<b>/`` would otherwise show backup ``b`` as proven
+by a drill that never restored it. Such a report is skipped with a warning.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -16,6 +21,8 @@ from typing import Any
 from janua_backup.errors import FormatError
 from janua_backup.repository import layout
 from janua_backup.repository.objects import Repo
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,13 +104,27 @@ def save(repo: Repo, report: DrillReport) -> str:
 
 
 def latest(repo: Repo) -> dict[str, DrillReport]:
-    """The newest report of each backup that has one (drill ids sort by time)."""
-    newest: dict[str, str] = {}
+    """The newest report of each backup that has one (drill ids sort by time); a
+    report naming another backup than the one it is stored under is skipped."""
+    keys: dict[str, list[str]] = {}
     for info in repo.storage.list(layout.VERIFY_PREFIX):
         backup_id = info.key[len(layout.VERIFY_PREFIX) :].partition("/")[0]
-        if info.key.endswith(".json") and info.key > newest.get(backup_id, ""):
-            newest[backup_id] = info.key
-    return {backup_id: from_json(repo.get_bytes(key)) for backup_id, key in newest.items()}
+        if info.key.endswith(".json"):
+            keys.setdefault(backup_id, []).append(info.key)
+    found: dict[str, DrillReport] = {}
+    for backup_id, listed in keys.items():
+        for key in sorted(listed, reverse=True):
+            report = from_json(repo.get_bytes(key))
+            if report.backup_id == backup_id:
+                found[backup_id] = report
+                break
+            log.warning(
+                "ignoring drill report key=%s: it names backup %s, not %s",
+                key,
+                report.backup_id[:80],
+                backup_id,
+            )
+    return found
 
 
 def remove(repo: Repo, backup_id: str) -> int:

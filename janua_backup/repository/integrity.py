@@ -40,7 +40,7 @@ from janua_backup.errors import (
 from janua_backup.pg.wal import Lsn, TimelineHistory, WalFileKind, WalSegment, classify
 from janua_backup.pipeline.stream import Digest
 from janua_backup.repository import catalog, layout, wal_archive, window
-from janua_backup.repository.manifest import FileEntry, Manifest, StoredObject, from_json
+from janua_backup.repository.manifest import FileEntry, Manifest, StoredObject
 from janua_backup.repository.objects import Repo
 from janua_backup.repository.transfer import run_bounded
 from janua_backup.repository.wal_archive import ArchivedWal
@@ -182,7 +182,7 @@ def _manifests(repo: Repo, backup_id: str | None, problems: list[Problem]) -> li
     for wanted in ids:
         key = layout.manifest_key(wanted)
         try:
-            found.append(from_json(repo.get_bytes(key)))
+            found.append(catalog.bound(repo.get_bytes(key), wanted))
         except ObjectNotFound:
             if backup_id is not None:
                 raise InputError(

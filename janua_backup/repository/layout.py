@@ -13,11 +13,17 @@
     verify/<id>/<drill id>.json     drill reports, one per verify run of backup <id>
 
 Backup ids sort by time (``20261125T214300Z``), so listings come out in order.
+Every id that goes into a key is checked first (``check_backup_id``): an id is
+typed by a person (``--backup-id``) or read from a listing someone else may
+have written, and ``../`` in it would name a key outside its backup's prefix.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
+
+from janua_backup.errors import InputError
 
 MARKER_KEY = "repository.json"
 WAL_PREFIX = "wal/"
@@ -39,8 +45,26 @@ def wal_name(key: str) -> str:
     return key[len(WAL_PREFIX) :]
 
 
+_ID = re.compile(r"[0-9A-Za-z_-]{1,128}")
+
+
+def is_backup_id(text: str) -> bool:
+    """Letters, digits, ``-`` and ``_``: what ``new_backup_id`` makes, and nothing
+    that could leave a prefix (``/``, ``..``) or surprise a shell or a listing."""
+    return _ID.fullmatch(text) is not None
+
+
+def check_backup_id(backup_id: str) -> str:
+    if not is_backup_id(backup_id):
+        raise InputError(
+            f"{backup_id[:80]!r} is not a backup id (letters, digits, '-' and '_', like "
+            "20261125T214300Z); `janua-backup list` shows the backups"
+        )
+    return backup_id
+
+
 def backup_prefix(backup_id: str) -> str:
-    return f"{BACKUPS_PREFIX}{backup_id}/"
+    return f"{BACKUPS_PREFIX}{check_backup_id(backup_id)}/"
 
 
 def manifest_key(backup_id: str) -> str:
@@ -69,7 +93,7 @@ def new_backup_id(start: datetime) -> str:
 
 
 def pin_key(backup_id: str) -> str:
-    return PINS_PREFIX + backup_id
+    return PINS_PREFIX + check_backup_id(backup_id)
 
 
 def lock_prefix(name: str) -> str:
@@ -82,8 +106,8 @@ def lock_key(name: str, seq: int) -> str:
 
 
 def drill_prefix(backup_id: str) -> str:
-    return f"{VERIFY_PREFIX}{backup_id}/"
+    return f"{VERIFY_PREFIX}{check_backup_id(backup_id)}/"
 
 
 def drill_key(backup_id: str, drill_id: str) -> str:
-    return f"{drill_prefix(backup_id)}{drill_id}.json"
+    return f"{drill_prefix(backup_id)}{check_backup_id(drill_id)}.json"

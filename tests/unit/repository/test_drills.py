@@ -53,3 +53,17 @@ def test_summary_of_a_passed_drill_counts_its_checks() -> None:
 def test_malformed_report_is_a_format_error() -> None:
     with pytest.raises(FormatError):
         drills.from_json(b'{"drill_id": "x"}')
+
+
+def test_a_report_copied_under_another_backup_is_ignored() -> None:
+    """A passed drill of A copied to verify/B/ must never show B as proven."""
+    repo = memory_repo()
+    drills.save(repo, report("B", 0, passed=False))
+    copied = report("A", 60)
+    repo.put_bytes(layout.drill_key("B", copied.drill_id), drills.to_json(copied))
+    drills.save(repo, report("C", 5))
+    repo.put_bytes(layout.drill_key("D", copied.drill_id), drills.to_json(copied))
+    found = drills.latest(repo)
+    assert found["B"] == report("B", 0, passed=False)  # its own, older report
+    assert found["C"] == report("C", 5)
+    assert "A" not in found and "D" not in found
