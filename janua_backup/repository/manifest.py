@@ -35,12 +35,25 @@ full backups. One with references is written as format 2: an older reader would
 ignore ``backup_id`` and read the file from the wrong backup's prefix, so it
 must refuse the manifest ("newer than this janua-backup understands") instead.
 One with parts is format 3, refused by readers of formats 1 and 2 the same way.
+
+Confinement. Whoever can write to the bucket can write a manifest, and a
+restore runs as root: so every path is checked here, when the manifest is
+read, before anything is written (``_check_paths``). A path is relative and
+normalised (no ``..``, ``.``, empty part or NUL) and listed once; no entry lies
+under a file; a symbolic link exists only as ``pg_tblspc/<oid>``, pointing at
+an absolute, normalised location that the ``tablespace_map`` (which PostgreSQL
+reads at startup) does not contradict; and the only entries under such a link
+are the server version's subdirectory (``PG_15_202209061``) and what it holds,
+exactly what a backup of a tablespace has. A restore then needs to follow no
+link but those, and the writers never follow any other (``confined``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
@@ -249,6 +262,7 @@ def _check_consistent(manifest: Manifest) -> None:
                 )
         if entry.parts:
             _check_parts(manifest, entry, [listed[(n, entry.backup_id)] for n in entry.parts])
+    _check_paths(manifest)
     holders = manifest.references
     if manifest.backup_id in holders:
         raise FormatError(
@@ -278,3 +292,141 @@ def _check_parts(manifest: Manifest, entry: FileEntry, parts: list[StoredObject]
             f"manifest of backup {manifest.backup_id} is inconsistent: {entry.path} does not "
             "match the parts it lists"
         )
+
+
+ROOT_PATHS = ("", ".")  # the data directory itself (older manifests listed it)
+_TABLESPACE_LINK = re.compile(r"pg_tblspc/[0-9]+")
+_VERSION_DIR = re.compile(r"PG_[0-9.]+_[0-9]+")  # PG_15_202209061, PG_9.6_201608131
+
+
+def path_problem(path: object) -> str | None:
+    """Why ``path`` cannot name an entry under a directory, or None if it can."""
+    if not isinstance(path, str) or not path:
+        return "is not a path"
+    if "\x00" in path:
+        return "holds a NUL byte"
+    if path.startswith("/"):
+        return "is absolute"
+    if any(part in ("", ".", "..") for part in path.split("/")):
+        return "is not a normalised relative path"
+    return None
+
+
+def _check_paths(manifest: Manifest) -> None:
+    """See "Confinement" in the module docstring; nothing is written before this passes."""
+    kinds: dict[str, str] = {}
+    for entry in manifest.files:
+        problem = _entry_problem(entry, kinds)
+        if problem is not None:
+            raise FormatError(
+                f"manifest of backup {manifest.backup_id} is refused: the {str(entry.kind)[:20]} "
+                f"entry {str(entry.path)[:200]!r} {problem}; nothing was written"
+            )
+        kinds[entry.path] = entry.kind
+    links = {e.path: e for e in manifest.files if e.kind == "symlink"}
+    for entry in manifest.files:
+        problem = _placement_problem(entry, kinds, links)
+        if problem is not None:
+            raise FormatError(
+                f"manifest of backup {manifest.backup_id} is refused: the {entry.kind} entry "
+                f"{entry.path[:200]!r} {problem}; nothing was written"
+            )
+    _check_tablespaces(manifest, links)
+
+
+def _entry_problem(entry: FileEntry, kinds: dict[str, str]) -> str | None:
+    if entry.kind not in ("file", "dir", "symlink"):
+        return "has an unknown kind"
+    if entry.path in ROOT_PATHS and entry.kind == "dir" and not any(p in kinds for p in ROOT_PATHS):
+        return None
+    problem = path_problem(entry.path)
+    if problem is not None:
+        return problem
+    if entry.path in kinds:
+        return "is listed twice"
+    if entry.kind == "symlink":
+        if not _TABLESPACE_LINK.fullmatch(entry.path):
+            return "is a symbolic link outside pg_tblspc/<oid>"
+        target = entry.link_target
+        if not isinstance(target, str) or "\x00" in target or not target.startswith("/"):
+            return "does not point to an absolute location"
+        if os.path.normpath(target) != target or target == "/":
+            return f"points to {target[:200]!r}, which is not a normalised location"
+    return None
+
+
+def _placement_problem(
+    entry: FileEntry, kinds: dict[str, str], links: dict[str, FileEntry]
+) -> str | None:
+    """Nothing under a file; under a tablespace link only the version subdirectory."""
+    if entry.path in ROOT_PATHS:
+        return None
+    parts = entry.path.split("/")
+    for depth in range(1, len(parts)):
+        above = "/".join(parts[:depth])
+        if kinds.get(above) == "file":
+            return f"lies under the file {above!r}"
+        if above in links and not _VERSION_DIR.fullmatch(parts[depth]):
+            return f"lies under the tablespace link {above!r} outside its version subdirectory"
+    return None
+
+
+def tablespace_map_locations(text: str) -> dict[str, str]:
+    """OID -> location, as PostgreSQL reads ``tablespace_map``: ``<oid> <path>`` per
+    line, a backslash escaping the next character (a newline in a path)."""
+    found: dict[str, str] = {}
+    line: list[str] = []
+    escaped = False
+    for char in text + "\n":
+        if escaped:
+            line.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "\n":
+            oid, sep, path = "".join(line).partition(" ")
+            if line and (not sep or not oid.isdigit() or not path or oid in found):
+                raise ValueError(f"line {''.join(line)[:200]!r} is not '<oid> <location>'")
+            if line:
+                found[oid] = path
+            line = []
+        else:
+            line.append(char)
+    return found
+
+
+def _check_tablespaces(manifest: Manifest, links: dict[str, FileEntry]) -> None:
+    """The links and ``tablespace_map`` agree where both name a tablespace (a tablespace
+    created or dropped during the backup is in only one of them: WAL replay fixes it),
+    and every location is absolute, or in place (``pg_tblspc/<oid>``, PostgreSQL 15+),
+    and distinct."""
+    refused = f"manifest of backup {manifest.backup_id} is refused: its tablespace_map"
+    try:
+        mapped = tablespace_map_locations(manifest.tablespace_map)
+    except ValueError as exc:
+        raise FormatError(f"{refused} {exc}; nothing was written") from exc
+    for oid, location in mapped.items():
+        in_place = location == f"pg_tblspc/{oid}"
+        if not in_place and (
+            "\x00" in location
+            or not location.startswith("/")
+            or os.path.normpath(location) != location
+        ):
+            raise FormatError(
+                f"{refused} names {location[:200]!r} for tablespace {oid}, which is not "
+                "a normalised absolute location; nothing was written"
+            )
+        link = links.get(f"pg_tblspc/{oid}")
+        if link is not None and link.link_target != location:
+            raise FormatError(
+                f"{refused} puts tablespace {oid} at {location[:200]!r} but its link points to "
+                f"{str(link.link_target)[:200]!r}; nothing was written"
+            )
+    targets = [str(e.link_target) for e in links.values()]
+    for index, first in enumerate(targets):
+        for second in targets[index + 1 :]:
+            if os.path.commonpath([first, second]) in (first, second):
+                raise FormatError(
+                    f"manifest of backup {manifest.backup_id} is refused: the tablespace "
+                    f"locations {first[:200]!r} and {second[:200]!r} overlap; nothing was written"
+                )
