@@ -29,15 +29,22 @@ from pathlib import Path
 from janua_backup.commands import restore_delta
 from janua_backup.commands.common import invocation, jobs, open_repo
 from janua_backup.config import Settings
+from janua_backup.confined import Tree
 from janua_backup.errors import InputError, JanuaError, RestoreError
 from janua_backup.localfs import atomic_write
 from janua_backup.pg import recovery
 from janua_backup.pg.wal import WalSegment
 from janua_backup.repository import catalog, marker, window
-from janua_backup.repository.manifest import Manifest
+from janua_backup.repository.manifest import ROOT_PATHS, Manifest
 from janua_backup.repository.select import Choice, Target, choose
 from janua_backup.repository.transfer import Progress
-from janua_backup.repository.transfer_download import Fetched, apply_metadata, download, owner_ids
+from janua_backup.repository.transfer_download import (
+    Fetched,
+    apply_metadata,
+    download,
+    owner_ids,
+    set_metadata,
+)
 
 log = logging.getLogger(__name__)
 
@@ -144,12 +151,14 @@ def execute(
     except OSError as exc:
         raise RestoreError(f"cannot create {request.pgdata}: {exc.strerror}") from exc
     chown = os.geteuid() == 0
+    locations = _tablespace_locations(manifest, request.tablespace_dir)
+    dest = restore_delta.tree(request.pgdata, locations)
     try:
-        _make_tree(request.pgdata, manifest, request.tablespace_dir, chown=chown)
+        _make_tree(dest, manifest, locations, chown=chown)
         fetched = download(
             repo,
             manifest,
-            restore_delta.placement(request.pgdata, chown),
+            restore_delta.placement(dest, chown),
             jobs=jobs(settings),
             progress=progress,
         )
@@ -221,14 +230,15 @@ def _execute_delta(
         raise RestoreError(f"cannot set {root}/global/pg_control aside: {exc.strerror}") from exc
     try:
         removed = restore_delta.clean(root, manifest, locations)
-        _make_tree(root, manifest, None, chown=chown)
+        dest = restore_delta.tree(root, locations)
+        _make_tree(dest, manifest, locations, chown=chown)
         comparison = restore_delta.compare(
-            manifest, lambda p: root / p, jobs=jobs(settings), chown=chown, progress=progress
+            manifest, dest, jobs=jobs(settings), chown=chown, progress=progress
         )
         fetched = download(
             repo,
             manifest,
-            restore_delta.placement(root, chown),
+            restore_delta.placement(dest, chown),
             jobs=jobs(settings),
             progress=progress,
             files=comparison.fetch,
@@ -299,27 +309,30 @@ def _create_root(pgdata: Path) -> bool:
     return not existed
 
 
-def _make_tree(root: Path, manifest: Manifest, relocate_to: Path | None, *, chown: bool) -> None:
-    """Directories first, then the tablespace links, so files land where they belong."""
-    locations = _tablespace_locations(manifest, relocate_to)
-    root_entry = next((e for e in manifest.files if e.path in ("", ".")), None)
+def _make_tree(where: Tree, manifest: Manifest, locations: dict[str, str], *, chown: bool) -> None:
+    """Directories first, then the tablespace links, so files land where they belong;
+    all through ``where`` (``confined``): no link on the way is followed but the
+    tablespaces'. A tablespace location this restore did not create (one that was
+    there, empty) keeps its owner and mode."""
+    root = where.root
+    root_entry = next((e for e in manifest.files if e.path in ROOT_PATHS), None)
     for entry in sorted(manifest.files, key=lambda e: e.path):  # parents sort first
-        if entry.kind == "dir" and entry.path not in ("", "."):
-            (root / entry.path).mkdir(mode=0o700, exist_ok=True)
+        if entry.kind == "dir" and entry.path not in ROOT_PATHS:
+            where.mkdir(entry.path)
         elif entry.kind == "symlink":
-            target = Path(locations.get(entry.path) or entry.link_target or "")
-            target.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if chown:
-                os.chown(target, *owner_ids(entry))
-            link = root / entry.path
-            if not (link.is_symlink() and os.readlink(link) == str(target)):  # delta: kept
-                link.symlink_to(target)
-            apply_metadata(link, entry, chown=chown)
+            target = Path(locations[entry.path])
+            if not target.exists():
+                target.mkdir(mode=0o700, parents=True)
+                if chown:
+                    os.chown(target, *owner_ids(entry))
+            where.symlink(entry.path, str(target))
+            apply_metadata(where, entry.path, entry, chown=chown)
     for entry in manifest.files:
-        if entry.kind == "dir" and entry.path not in ("", "."):
-            apply_metadata(root / entry.path, entry, chown=chown)
+        if entry.kind == "dir" and entry.path not in ROOT_PATHS:
+            apply_metadata(where, entry.path, entry, chown=chown)
     if root_entry is not None:
-        apply_metadata(root, root_entry, chown=chown)
+        with where.directory("") as fd:
+            set_metadata(fd, root_entry, chown=chown)
     elif chown:
         owner = next((e for e in manifest.files if e.kind == "file"), None)
         if owner is not None:

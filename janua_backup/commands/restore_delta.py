@@ -28,22 +28,25 @@ The safety argument, in the order things happen:
 
 It also owns the rule both restores follow for ``pg_control``: written under a
 temporary name (``placement``) and moved into place last (``install_control``).
+Every entry is reached through ``confined.Tree``: a link planted in the directory
+(``base/1`` -> elsewhere) is removed as an entry, never followed, by the
+cleaning and the comparison alike.
 Must not import cli or output.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import stat
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from janua_backup.confined import Tree
 from janua_backup.errors import FormatError, InputError
 from janua_backup.pg import control
 from janua_backup.repository.manifest import FileEntry, Manifest
-from janua_backup.repository.transfer import Progress, hash_file, run_bounded
+from janua_backup.repository.transfer import Progress, hash_handle, run_bounded
 from janua_backup.repository.transfer_download import Placement, apply_metadata
 
 CONTROL = "global/pg_control"
@@ -90,11 +93,13 @@ def check_target(pgdata: Path, manifest: Manifest, locations: dict[str, str]) ->
 def _system_identifier(pgdata: Path) -> int:
     for name in (CONTROL, CONTROL_SET_ASIDE):
         try:
-            data = (pgdata / name).read_bytes()[:8192]
+            fd = Tree(pgdata).open(name, os.O_RDONLY)  # global/ a link: refused, not read
         except FileNotFoundError:
             continue
         except OSError as exc:
-            raise InputError(f"cannot read {pgdata / name}: {exc.strerror}") from exc
+            raise InputError(f"cannot read {pgdata / name}: {exc.strerror or exc}") from exc
+        with os.fdopen(fd, "rb") as handle:
+            data = handle.read(8192)
         try:
             return control.parse_control(data).system_identifier
         except FormatError as exc:
@@ -149,35 +154,51 @@ def _link_target(path: Path) -> str | None:
         return None
 
 
+def tree(pgdata: Path, locations: Mapping[str, str]) -> Tree:
+    """The directory as a delta restore may walk it: the tablespace links it restores,
+    and an ``initdb --waldir`` ``pg_wal`` link (the server's own), are the only
+    links followed."""
+    links = {path: Path(location) for path, location in locations.items()}
+    wal = pgdata / "pg_wal"
+    if wal.is_symlink() and wal.is_dir():
+        links["pg_wal"] = wal
+    return Tree(pgdata, links)
+
+
 def disable_start(pgdata: Path) -> None:
     """Step 2: no pg_control, no start. Durable before anything else changes."""
-    current = pgdata / CONTROL
-    if current.exists():
-        os.replace(current, pgdata / CONTROL_SET_ASIDE)
-    _fsync_dir(pgdata / "global")
+    where = Tree(pgdata)
+    if where.lstat(CONTROL) is not None:
+        where.replace(CONTROL, CONTROL_SET_ASIDE)
+    _fsync_dir(where, "global")
 
 
 def finish(pgdata: Path) -> None:
     """After the backup's pg_control is in place: drop the set-aside copy."""
-    (pgdata / CONTROL_SET_ASIDE).unlink(missing_ok=True)
-    _fsync_dir(pgdata / "global")
+    where = Tree(pgdata)
+    if where.lstat(CONTROL_SET_ASIDE) is not None:
+        where.remove(CONTROL_SET_ASIDE)
+    _fsync_dir(where, "global")
 
 
 def clean(pgdata: Path, manifest: Manifest, locations: dict[str, str]) -> int:
     """Step 3: removes what the manifest does not list; returns how many entries
     (a removed directory counts once)."""
     listed = {e.path: e for e in manifest.files}
-    return _Cleaner(listed, locations).visit(pgdata, "")
+    return _Cleaner(tree(pgdata, locations), listed, locations).visit("")
 
 
 class _Cleaner:
-    def __init__(self, listed: dict[str, FileEntry], locations: dict[str, str]) -> None:
+    def __init__(
+        self, where: Tree, listed: dict[str, FileEntry], locations: Mapping[str, str]
+    ) -> None:
+        self.where = where
         self.listed = listed
         self.locations = locations
 
-    def visit(self, directory: Path, rel: str, *, only_listed: bool = False) -> int:
+    def visit(self, rel: str, *, only_listed: bool = False) -> int:
         removed = 0
-        for name in sorted(os.listdir(directory)):
+        for name in sorted(self.where.listdir(rel)):
             path = f"{rel}/{name}" if rel else name
             if path == CONTROL_SET_ASIDE:
                 continue
@@ -185,71 +206,65 @@ class _Cleaner:
             if entry is None:
                 if only_listed:
                     continue  # another server version's part of a shared tablespace location
-                _remove(directory / name)
+                self.where.remove(path)
                 removed += 1
                 continue
-            removed += self._listed(directory / name, path, entry)
+            removed += self._listed(path, entry)
         return removed
 
-    def _listed(self, child: Path, path: str, entry: FileEntry) -> int:
-        st = os.lstat(child)
+    def _listed(self, path: str, entry: FileEntry) -> int:
+        st = self.where.lstat(path)
+        if st is None:
+            return 0
         if entry.kind == "dir" and stat.S_ISDIR(st.st_mode):
-            return self.visit(child, path)
-        if entry.kind == "dir" and path == "pg_wal" and stat.S_ISLNK(st.st_mode) and child.is_dir():
-            return self.visit(child, path)  # initdb --waldir: keep the link, empty its target
+            return self.visit(path)
+        if entry.kind == "dir" and path in self.where.links and stat.S_ISLNK(st.st_mode):
+            return self.visit(path)  # initdb --waldir: keep the link, empty its target
         if entry.kind == "file" and stat.S_ISREG(st.st_mode):
             return 0  # compared later
-        if entry.kind == "symlink" and _link_target(child) == self.locations.get(path):
-            if child.is_dir():
-                return self.visit(child, path, only_listed=True)
+        if entry.kind == "symlink" and self.where.readlink(path) == self.locations.get(path):
+            if Path(self.locations[path]).is_dir():
+                return self.visit(path, only_listed=True)
             return 0
-        _remove(child)  # the wrong kind of thing, or a link elsewhere: made anew
+        self.where.remove(path)  # the wrong kind of thing, or a link elsewhere: made anew
         return 1
-
-
-def _remove(path: Path) -> None:
-    """Never follows a symbolic link: only the link goes."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink()
 
 
 def compare(
     manifest: Manifest,
-    resolve: Callable[[str], Path],
+    where: Tree,
     *,
     jobs: int,
     chown: bool,
     progress: Progress | None = None,
 ) -> Comparison:
     """Step 4: which listed files are already right. pg_control is always fetched:
-    it is set aside, and the backup's copy must be the one that lands, last."""
+    it is set aside, and the backup's copy must be the one that lands, last. A link
+    where a file belongs is removed, never followed."""
     candidates: list[FileEntry] = []
     fetch: list[FileEntry] = []
     for entry in manifest.files:
         if entry.kind != "file":
             continue
-        path = resolve(entry.path)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
+        st = where.lstat(entry.path)
+        if st is None:
             fetch.append(entry)
             continue
         if entry.path != CONTROL and stat.S_ISREG(st.st_mode) and st.st_size == entry.size_bytes:
             candidates.append(entry)
         else:
-            _remove(path)
+            where.remove(entry.path)
             fetch.append(entry)
 
     def work(entry: FileEntry) -> tuple[FileEntry, bool]:
-        same = hash_file(resolve(entry.path), entry) == entry.sha256
+        with os.fdopen(where.open(entry.path, os.O_RDONLY), "rb", buffering=0) as handle:
+            same = hash_handle(handle, entry) == entry.sha256
         if same:
-            apply_metadata(resolve(entry.path), entry, chown=chown)
+            apply_metadata(where, entry.path, entry, chown=chown)
             if progress:
                 progress(entry.size_bytes)
         else:
-            resolve(entry.path).unlink(missing_ok=True)
+            where.remove(entry.path)
         return entry, same
 
     reused: list[FileEntry] = []
@@ -265,27 +280,20 @@ def left_unstartable(root: Path) -> str:
     )
 
 
-def placement(root: Path, chown: bool) -> Placement:
+def placement(where: Tree, chown: bool) -> Placement:
     """pg_control lands under a temporary name; ``_install_control`` moves it, last."""
-
-    def resolve(path: str) -> Path:
-        return root / (CONTROL_PENDING if path == CONTROL else path)
-
-    return Placement(resolve=resolve, chown=chown)
+    return Placement(where.root, chown, where.links, {CONTROL: CONTROL_PENDING})
 
 
 def install_control(root: Path) -> None:
     """The moment the directory becomes startable: backup_label and the recovery
     settings are already durable, so PostgreSQL starts as a recovering restore."""
-    pending = root / CONTROL_PENDING
-    if pending.exists():
-        os.replace(pending, root / CONTROL)
-        _fsync_dir(root / "global")
+    where = Tree(root)
+    if where.lstat(CONTROL_PENDING) is not None:
+        where.replace(CONTROL_PENDING, CONTROL)
+        _fsync_dir(where, "global")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
+def _fsync_dir(where: Tree, rel: str) -> None:
+    with where.directory(rel) as fd:
         os.fsync(fd)
-    finally:
-        os.close(fd)

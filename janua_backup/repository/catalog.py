@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 
-from janua_backup.errors import IntegrityError, InputError, ObjectNotFound
+from janua_backup.errors import InputError, IntegrityError, ObjectNotFound
 from janua_backup.repository import layout
 from janua_backup.repository.manifest import Manifest, from_json, to_json
 from janua_backup.repository.objects import Repo

@@ -358,15 +358,20 @@ def hash_file(path: Path, entry: FileEntry, progress: Progress | None = None) ->
     except FileNotFoundError:
         return None
     with handle:
-        if not entry.parts:
-            return _hash_range(handle, entry.size_bytes, progress)
-        digests = []
-        for index in range(len(entry.parts)):
-            start = index * entry.part_bytes
-            handle.seek(start)
-            most = max(0, min(entry.part_bytes, entry.size_bytes - start))
-            digests.append(_hash_range(handle, most, progress))
-        return parts_sha256(digests)
+        return hash_handle(handle, entry, progress)
+
+
+def hash_handle(handle: FileIO, entry: FileEntry, progress: Progress | None = None) -> str:
+    """``hash_file`` of a file already open (a restore opens it without following links)."""
+    if not entry.parts:
+        return _hash_range(handle, entry.size_bytes, progress)
+    digests = []
+    for index in range(len(entry.parts)):
+        start = index * entry.part_bytes
+        handle.seek(start)
+        most = max(0, min(entry.part_bytes, entry.size_bytes - start))
+        digests.append(_hash_range(handle, most, progress))
+    return parts_sha256(digests)
 
 
 def _hash_range(handle: FileIO, size_bytes: int, progress: Progress | None) -> str:

@@ -27,10 +27,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from janua_backup.confined import Tree
 from janua_backup.errors import IntegrityError, ObjectNotFound, RestoreError
 from janua_backup.pipeline.ahead import ReadAhead
 from janua_backup.pipeline.stream import Digest
@@ -42,10 +43,21 @@ from janua_backup.repository.transfer import READ_AHEAD_BYTES, Progress, run_bou
 
 @dataclass(frozen=True, slots=True)
 class Placement:
-    """Where restored files go and who owns them."""
+    """Where restored files go and who owns them: under ``root``, through no link but
+    the tablespaces' (``links``: ``pg_tblspc/<oid>`` -> location; ``confined``)."""
 
-    resolve: Callable[[str], Path]  # manifest path -> absolute destination
+    root: Path
     chown: bool
+    links: Mapping[str, Path] = field(default_factory=dict)
+    pending: Mapping[str, str] = field(default_factory=dict)  # path -> written first as
+
+    @property
+    def tree(self) -> Tree:
+        return Tree(self.root, self.links)
+
+    def name(self, path: str) -> str:
+        """The path a manifest entry is written under (pg_control: a temporary name)."""
+        return self.pending.get(path, path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +113,7 @@ def download(
     ]
     work_list.sort(key=lambda j: -j.obj.plain_size_bytes)
     for entry in in_parts:
-        _create(placement.resolve(entry.path))
+        _create(placement, entry.path)
 
     def work(job: _Job) -> int:
         return _restore_object(repo, manifest.backup_id, job, placement, progress)
@@ -222,17 +234,17 @@ def _write_file(
     """Write one file; unless the decoder checks its bytes already (``hashed``),
     check its size and SHA-256 against the manifest. With ``at``: write one part
     of a file in parts (created by ``_create``) there; the decoder checks it."""
-    path = placement.resolve(entry.path)
+    tree, name = placement.tree, placement.name(entry.path)
     digest = None if hashed or at is not None else hashlib.sha256()
     size = 0
     try:
         if at is None:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = tree.create(name)
         else:
-            fd = os.open(path, os.O_WRONLY)
+            fd = tree.open(name, os.O_WRONLY)
             os.lseek(fd, at, os.SEEK_SET)
     except OSError as exc:
-        raise RestoreError(f"cannot create {path}: {exc.strerror}") from exc
+        raise RestoreError(f"cannot create {tree.path(name)}: {exc.strerror}") from exc
     with os.fdopen(fd, "wb") as handle:
         for chunk in chunks:
             handle.write(chunk)
@@ -245,48 +257,62 @@ def _write_file(
         if at is not None:
             return  # a part: the whole file is synced once, after its last part
         os.fsync(handle.fileno())
-    actual = entry.sha256 if digest is None else digest.hexdigest()
-    if size != entry.size_bytes or actual != entry.sha256:
-        raise IntegrityError(
-            f"{entry.path}: restored {size} bytes with sha256 {actual[:12]}..., "
-            f"the manifest says {entry.size_bytes} bytes, {entry.sha256[:12]}...; "
-            "the backup is damaged"
-        )
-    apply_metadata(path, entry, chown=placement.chown)
+        actual = entry.sha256 if digest is None else digest.hexdigest()
+        if size != entry.size_bytes or actual != entry.sha256:
+            raise IntegrityError(
+                f"{entry.path}: restored {size} bytes with sha256 {actual[:12]}..., "
+                f"the manifest says {entry.size_bytes} bytes, {entry.sha256[:12]}...; "
+                "the backup is damaged"
+            )
+        set_metadata(handle.fileno(), entry, chown=placement.chown)
 
 
-def _create(path: Path) -> None:
+def _create(placement: Placement, path: str) -> None:
+    tree, name = placement.tree, placement.name(path)
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.close(tree.create(name))
     except OSError as exc:
-        raise RestoreError(f"cannot create {path}: {exc.strerror}") from exc
+        raise RestoreError(f"cannot create {tree.path(name)}: {exc.strerror}") from exc
 
 
 def _finish_parts(entry: FileEntry, placement: Placement) -> None:
     """Every part is written and was checked: the file is synced once (a sync per
     part would wait, each time, for the other jobs' parts of the same file too),
     and its size is the last check."""
-    path = placement.resolve(entry.path)
-    fd = os.open(path, os.O_RDONLY)
+    fd = placement.tree.open(placement.name(entry.path), os.O_RDONLY)
     try:
         os.fsync(fd)
         size = os.fstat(fd).st_size
+        if size != entry.size_bytes:
+            raise IntegrityError(
+                f"{entry.path}: restored {size} bytes from its parts, the manifest says "
+                f"{entry.size_bytes}; the backup is damaged"
+            )
+        set_metadata(fd, entry, chown=placement.chown)
     finally:
         os.close(fd)
-    if size != entry.size_bytes:
-        raise IntegrityError(
-            f"{entry.path}: restored {size} bytes from its parts, the manifest says "
-            f"{entry.size_bytes}; the backup is damaged"
-        )
-    apply_metadata(path, entry, chown=placement.chown)
 
 
-def apply_metadata(path: Path, entry: FileEntry, *, chown: bool) -> None:
+def set_metadata(fd: int, entry: FileEntry, *, chown: bool) -> None:
+    """Owner, mode and times of the file or directory open as ``fd``: set on the
+    descriptor, so no link can send them elsewhere."""
     if chown:
-        os.chown(path, *owner_ids(entry), follow_symlinks=False)
-    if entry.kind != "symlink":
-        os.chmod(path, entry.mode & 0o7777)
-        os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns))
+        os.fchown(fd, *owner_ids(entry))
+    os.fchmod(fd, entry.mode & 0o7777)
+    os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+
+
+def apply_metadata(tree: Tree, path: str, entry: FileEntry, *, chown: bool) -> None:
+    """``set_metadata`` on the entry ``path`` of ``tree``; a link gets only its owner."""
+    if entry.kind == "symlink":
+        if chown:
+            tree.lchown(path, *owner_ids(entry))
+        return
+    fd = tree.open_dir(path) if entry.kind == "dir" else tree.open(path, os.O_RDONLY)
+    try:
+        set_metadata(fd, entry, chown=chown)
+    finally:
+        os.close(fd)
 
 
 def owner_ids(entry: FileEntry) -> tuple[int, int]:

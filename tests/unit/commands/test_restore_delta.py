@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from janua_backup.commands import restore_delta
+from janua_backup.confined import Tree
 from janua_backup.errors import InputError
 from janua_backup.repository.manifest import FileEntry, Manifest
 from tests.unit.pg.builders import control_bytes
@@ -165,7 +166,7 @@ def test_compare_reuses_only_files_with_the_same_size_and_sha256(tmp_path: Path)
     (root / "global/pg_control").write_bytes(b"c" * 64)  # equal, yet always fetched
     mtime = (root / "changed_same_size").stat().st_mtime_ns
     os.utime(root / "same", ns=(mtime, mtime))
-    found = restore_delta.compare(m, lambda p: root / p, jobs=2, chown=False)
+    found = restore_delta.compare(m, Tree(root), jobs=2, chown=False)
     assert [e.path for e in found.reused] == ["same"]
     assert found.reused_bytes == 64
     assert [e.path for e in found.fetch] == sorted(set(wanted) - {"same"})

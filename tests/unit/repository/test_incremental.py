@@ -91,7 +91,7 @@ def back_up(repo: Repo, backup_id: str, root: Path, parent: Manifest | None = No
 def restore(repo: Repo, m: Manifest, into: Path) -> Fetched:
     for entry in m.files:
         (into / entry.path).parent.mkdir(parents=True, exist_ok=True)
-    return download(repo, m, Placement(lambda p: into / p, chown=False), jobs=2)
+    return download(repo, m, Placement(into, chown=False), jobs=2)
 
 
 def contents(root: Path) -> dict[str, bytes]:
@@ -181,7 +181,7 @@ def test_download_reads_only_objects_holding_wanted_files(chain: Chain, tmp_path
     wanted = [f for f in incr2.files if f.path == "base/1/big"]
     out = tmp_path / "out"
     (out / "base/1").mkdir(parents=True)
-    fetched = download(repo, incr2, Placement(lambda p: out / p, chown=False), jobs=2, files=wanted)
+    fetched = download(repo, incr2, Placement(out, chown=False), jobs=2, files=wanted)
     assert (fetched.files, fetched.objects) == (1, 1)
     assert contents(out) == {"base/1/big": bytes(range(256)) * 40}
 

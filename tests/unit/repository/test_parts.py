@@ -45,7 +45,7 @@ def back_up(
 
 def restore(dest: Path, m: Manifest, repo: Repo, files: list[FileEntry] | None = None) -> None:
     dest.mkdir(exist_ok=True)
-    download(repo, m, Placement(lambda path: dest / path, chown=False), jobs=2, files=files)
+    download(repo, m, Placement(dest, chown=False), jobs=2, files=files)
 
 
 def entry_of(m: Manifest, path: str) -> FileEntry:

@@ -42,7 +42,7 @@ def backed_up(tmp_path: Path) -> tuple[Manifest, Repo]:
 
 def restore_into(dest: Path, m: Manifest, repo: Repo) -> None:
     dest.mkdir()
-    download(repo, m, Placement(lambda path: dest / path, chown=False), jobs=2)
+    download(repo, m, Placement(dest, chown=False), jobs=2)
 
 
 def test_every_file_comes_back(tmp_path: Path) -> None:
