@@ -41,7 +41,7 @@ restore runs as root: so every path is checked here, when the manifest is
 read, before anything is written (``_check_paths``). A path is relative and
 normalised (no ``..``, ``.``, empty part or NUL) and listed once; no entry lies
 under a file; a symbolic link exists only as ``pg_tblspc/<oid>``, pointing at
-an absolute, normalised location that the ``tablespace_map`` (which PostgreSQL
+an absolute location without ``..`` that the ``tablespace_map`` (which PostgreSQL
 reads at startup) does not contradict; and the only entries under such a link
 are the server version's subdirectory (``PG_15_202209061``) and what it holds,
 exactly what a backup of a tablespace has. A restore then needs to follow no
@@ -348,11 +348,19 @@ def _entry_problem(entry: FileEntry, kinds: dict[str, str]) -> str | None:
         if not _TABLESPACE_LINK.fullmatch(entry.path):
             return "is a symbolic link outside pg_tblspc/<oid>"
         target = entry.link_target
-        if not isinstance(target, str) or "\x00" in target or not target.startswith("/"):
-            return "does not point to an absolute location"
-        if os.path.normpath(target) != target or target == "/":
-            return f"points to {target[:200]!r}, which is not a normalised location"
+        if not isinstance(target, str) or not _is_location(target):
+            return f"points to {str(target)[:200]!r}, not to an absolute location without '..'"
     return None
+
+
+def _is_location(path: str) -> bool:
+    """Absolute (a relative one would resolve against wherever the restore runs),
+    without ``..``, and not ``/`` itself. A trailing or doubled ``/`` (a link made
+    by hand) is harmless: the location must be empty or new in any case."""
+    parts = path.split("/")
+    return (
+        path.startswith("/") and "\x00" not in path and ".." not in parts and path.strip("/") != ""
+    )
 
 
 def _placement_problem(
@@ -407,14 +415,10 @@ def _check_tablespaces(manifest: Manifest, links: dict[str, FileEntry]) -> None:
         raise FormatError(f"{refused} {exc}; nothing was written") from exc
     for oid, location in mapped.items():
         in_place = location == f"pg_tblspc/{oid}"
-        if not in_place and (
-            "\x00" in location
-            or not location.startswith("/")
-            or os.path.normpath(location) != location
-        ):
+        if not in_place and not _is_location(location):
             raise FormatError(
                 f"{refused} names {location[:200]!r} for tablespace {oid}, which is not "
-                "a normalised absolute location; nothing was written"
+                "an absolute location without '..'; nothing was written"
             )
         link = links.get(f"pg_tblspc/{oid}")
         if link is not None and link.link_target != location:

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from janua_backup.errors import FormatError
-from janua_backup.repository.manifest import from_json, to_json
+from janua_backup.repository.manifest import FileEntry, from_json, tablespace_map_locations, to_json
 from tests.unit.repository.helpers import manifest
 
 
@@ -22,3 +24,55 @@ def test_manifest_refuses_malformed_and_newer_formats() -> None:
         from_json(raw)
     with pytest.raises(FormatError):
         manifest().object("data/999999")
+
+
+def with_entries(*entries: FileEntry, tablespace_map: str = "") -> bytes:
+    m = manifest()
+    return to_json(replace(m, files=(*m.files, *entries), tablespace_map=tablespace_map))
+
+
+def link(oid: str, target: str) -> FileEntry:
+    return FileEntry(f"pg_tblspc/{oid}", "symlink", 0o777, 1, 0, 0, link_target=target)
+
+
+def directory(path: str) -> FileEntry:
+    return FileEntry(path, "dir", 0o700, 1, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("entries", "ts_map", "problem"),
+    [
+        ((directory("base/./1"),), "", "not a normalised relative path"),
+        ((directory("base//1"),), "", "not a normalised relative path"),
+        ((directory("a\x00b"),), "", "NUL"),
+        ((link("16385", "ts"),), "", "not to an absolute location"),
+        ((link("16385", "/srv/../etc"),), "", "not to an absolute location"),
+        ((link("16385", "/"),), "", "not to an absolute location"),
+        ((directory("PG_VERSION/x"),), "", "lies under the file 'PG_VERSION'"),
+        ((link("1", "/srv/a"), link("2", "/srv/a/b")), "", "overlap"),
+        ((link("1", "/srv/a"),), "1 ../x\n", "not an absolute location"),
+        ((link("1", "/srv/a"),), "one /srv/a\n", "is not '<oid> <location>'"),
+    ],
+)
+def test_paths_a_restore_could_not_confine_are_refused(
+    entries: tuple[FileEntry, ...], ts_map: str, problem: str
+) -> None:
+    with pytest.raises(FormatError, match=problem) as refused:
+        from_json(with_entries(*entries, tablespace_map=ts_map))
+    assert refused.value.exit_code == 24
+
+
+def test_what_postgresql_itself_writes_is_accepted() -> None:
+    """A hand-made link with a trailing slash, an escaped newline in a map location, an
+    in-place tablespace (a directory, its map line relative), the version subdirectory."""
+    entries = (
+        directory("pg_tblspc"),
+        link("16385", "/srv/ts/"),
+        directory("pg_tblspc/16385/PG_15_202209061"),
+        link("16390", "/srv/odd\nname"),
+        directory("pg_tblspc/16400"),
+        directory("pg_tblspc/16400/PG_15_202209061"),
+    )
+    ts_map = "16385 /srv/ts/\n16390 /srv/odd\\\nname\n16400 pg_tblspc/16400\n"
+    assert tablespace_map_locations(ts_map)["16390"] == "/srv/odd\nname"
+    from_json(with_entries(*entries, tablespace_map=ts_map))
