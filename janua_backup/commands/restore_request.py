@@ -33,6 +33,18 @@ def build_request(
     standby: bool,
     delta: bool = False,
 ) -> RestoreRequest:
+    options = {
+        "--target-time": target_time,
+        "--timezone": timezone,
+        "--target-lsn": target_lsn,
+        "--target-xid": target_xid,
+        "--target-name": target_name,
+    }
+    for option, text in options.items():
+        # An empty value (an unset shell variable: --target-time "$T") must not fall
+        # through to "no target", which replays to the end of the archive.
+        if text is not None and not text.strip():
+            raise InputError(f"{option} is empty; give a value or leave the option out")
     given = {
         k: v
         for k, v in {
