@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -54,6 +55,21 @@ class JanuaGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("janua-backup: interrupted", err=True)
             sys.exit(130)
+
+
+class FiniteRange(click.FloatRange):
+    """A ``FloatRange`` that refuses ``nan`` too: click lets it through every bound,
+    and a ``nan`` timeout never expires."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+JOBS = click.IntRange(0, 1024)
+"""Objects or files handled at once; 0: one per core (config.py says why 1024)."""
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import click
 
 from janua_backup import config
-from janua_backup.cli.app import cli, context, json_option
+from janua_backup.cli.app import JOBS, cli, context, json_option
 
 
 @cli.command()
 @click.option("--compression", type=click.Choice(config.CODECS), help="Override compression.codec.")
 @click.option("--level", type=int, help="Compression level (gzip 1-9, zstd 1-19).")
-@click.option("--jobs", type=int, help="Files compressed and uploaded at once (default: cores).")
+@click.option("--jobs", type=JOBS, help="Files compressed and uploaded at once (default: cores).")
 @click.option("--keep", is_flag=True, help="Pin the backup: retention never expires it.")
 @click.option(
     "--type",

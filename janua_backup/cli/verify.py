@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from janua_backup.cli.app import cli, context, json_option
+from janua_backup.cli.app import FiniteRange, cli, context, json_option
 
 
 @cli.command()
@@ -33,8 +33,13 @@ from janua_backup.cli.app import cli, context, json_option
 @click.option("--keep", is_flag=True, help="Drill: keep the scratch directory afterwards.")
 @click.option("--pg-bindir", help="Drill: PostgreSQL binaries of the backup's major version.")
 @click.option("--pg-user", help="Drill: role to connect as (default: the data's owner).")
-@click.option("--timeout", "timeout_s", type=float, help="Drill: seconds allowed for recovery.")
-@click.option("--jobs", type=click.IntRange(min=1), help="Objects read at once (default: cores).")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=FiniteRange(min=0, min_open=True, max=604800),
+    help="Drill: seconds allowed for recovery.",
+)
+@click.option("--jobs", type=click.IntRange(1, 1024), help="Objects read at once (default: cores).")
 @json_option
 def verify(
     repo_only: bool,
