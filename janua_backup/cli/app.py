@@ -68,6 +68,18 @@ class FiniteRange(click.FloatRange):
         return number
 
 
+def check_backup_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Click callback: an id a backup can have, or bad input (exit 4) before anything opens."""
+    from janua_backup.errors import InputError
+    from janua_backup.repository.layout import is_backup_id
+
+    if value is not None and not is_backup_id(value):
+        raise InputError(
+            f"{value!r} is not a backup id (ids look like 20261125T214300Z; list shows them)"
+        )
+    return value
+
+
 JOBS = click.IntRange(0, 1024)
 """Objects or files handled at once; 0: one per core (config.py says why 1024)."""
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from janua_backup.cli.app import FiniteRange, cli, context, json_option
+from janua_backup.cli.app import FiniteRange, check_backup_id, cli, context, json_option
 
 
 @cli.command()
@@ -17,7 +17,11 @@ from janua_backup.cli.app import FiniteRange, cli, context, json_option
     is_flag=True,
     help="Check the repository only: every object and the WAL chain; no PostgreSQL needed.",
 )
-@click.option("--backup-id", help="Drill or check this backup (drill default: the newest).")
+@click.option(
+    "--backup-id",
+    callback=check_backup_id,
+    help="Drill or check this backup (drill default: the newest).",
+)
 @click.option("--target-time", help="Drill: recover to this time (ISO 8601 with Z or offset).")
 @click.option("--timezone", help="Zone for a --target-time without offset.")
 @click.option("--target-lsn", help="Drill: recover to this LSN.")

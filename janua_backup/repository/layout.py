@@ -17,6 +17,7 @@ Backup ids sort by time (``20261125T214300Z``), so listings come out in order.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 MARKER_KEY = "repository.json"
@@ -62,6 +63,15 @@ def backup_id_of(key: str) -> str | None:
     rest = key[len(BACKUPS_PREFIX) :]
     backup_id, sep, _ = rest.partition("/")
     return backup_id if sep else None
+
+
+_BACKUP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def is_backup_id(text: str) -> bool:
+    """Whether ``text`` can name a backup: one key part, so ``../x`` or ``a/b`` never
+    reaches a storage key (a path a person typed, not an id we made)."""
+    return _BACKUP_ID.fullmatch(text) is not None
 
 
 def new_backup_id(start: datetime) -> str:

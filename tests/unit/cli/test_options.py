@@ -59,3 +59,29 @@ def test_numbers_without_bounds_are_usage_errors(tmp_path: Path, args: list[str]
     done = run(tmp_path, *args)
     assert done.exit_code == 2, done.output
     assert "Invalid value for" in done.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["pin", "../../x"],
+        ["unpin", "../../x"],
+        ["info", "../../x"],
+        ["restore", "--backup-id", "../../x"],
+        ["verify", "--repo", "--backup-id", "a/b"],
+        ["verify", "--backup-id", ""],
+    ],
+)
+def test_a_backup_id_that_is_a_path_exits_4_before_the_repository_opens(
+    tmp_path: Path, args: list[str]
+) -> None:
+    # On a file:// repository this was a ValueError traceback from the driver.
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    if args[0] == "restore":
+        args = [*args, "--pgdata", str(tmp_path / "data")]
+    done = run(tmp_path, "--repo", f"file://{repo}", *args)
+    assert done.exit_code == 4, done.output
+    assert done.output.startswith("janua-backup: error: ") and "is not a backup id" in done.output
+    assert done.output.count("\n") == 1
+    assert list(repo.iterdir()) == []
