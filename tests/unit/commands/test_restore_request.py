@@ -48,3 +48,23 @@ def test_an_empty_target_value_is_bad_input_not_the_end_of_the_archive(
 
 def test_no_target_at_all_is_still_the_end_of_the_archive() -> None:
     assert build_request(**NO_TARGET).target.kind == "latest"
+
+
+@pytest.mark.parametrize(
+    ("given", "complaint"),
+    [
+        ({"target_xid": "\u0661\u0662\u0663"}, "must be a transaction id"),  # Arabic-Indic digits
+        ({"target_xid": "18446744073709551616"}, "must be a transaction id"),  # 2**64
+        ({"target_name": "n" * 64}, "longer than 63 bytes"),
+    ],
+)
+def test_a_target_postgresql_would_refuse_at_start_up_is_refused_now(
+    given: dict[str, str], complaint: str
+) -> None:
+    with pytest.raises(InputError, match=complaint):
+        build_request(**{**NO_TARGET, **given})
+
+
+def test_the_largest_targets_postgresql_takes_are_taken() -> None:
+    assert build_request(**{**NO_TARGET, "target_xid": str((1 << 64) - 1)}).target.kind == "xid"
+    assert build_request(**{**NO_TARGET, "target_name": "n" * 63}).target.kind == "name"
