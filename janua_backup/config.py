@@ -2,7 +2,8 @@
 
 Owns the frozen ``Settings`` tree and its validation; everything below the CLI
 receives a slice of it and never reads the environment itself. Must not
-import anything of janua_backup except ``errors``.
+import anything of janua_backup except ``errors`` (and, inside the level check,
+the codec table of ``pipeline.compress``).
 
 Why a config file matters: ``archive_command`` and ``restore_command`` run in
 PostgreSQL's environment, not the operator's shell, so everything they need

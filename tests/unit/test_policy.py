@@ -370,6 +370,7 @@ def test_a_wrong_type_names_the_key_and_the_type(
         ("schedule", "misfire_grace_s = 99999999999", ("misfire_grace_s", "604800 or less")),
         ("retention", "min_backups = 99999999999", ("retention.min_backups", "10000 or less")),
         ("verify", 'target = "yesterday"', ("verify.target 'yesterday'", "latest, immediate")),
+        ("verify", 'target = ""', ("verify.target ''", "latest, immediate")),
         ("backup", 'type = "differential"', ("backup.type 'differential'", "full, incr")),
         ("backup", 'compression = "lz4"', ("backup.compression 'lz4'", "none, gzip, zstd")),
         ("backup", 'compression = ""', ("backup.compression ''",)),
