@@ -2,16 +2,26 @@
 
 Owns the frozen ``Settings`` tree and its validation; everything below the CLI
 receives a slice of it and never reads the environment itself. Must not
-import anything of janua_backup except ``errors``.
+import anything of janua_backup except ``errors`` (and, inside the level check,
+the codec table of ``pipeline.compress``).
 
 Why a config file matters: ``archive_command`` and ``restore_command`` run in
 PostgreSQL's environment, not the operator's shell, so everything they need
 (repository, endpoint, credentials, key) must be reachable from the file named
 in the command string (``janua-backup --config FILE wal-push %p``).
+
+That file, and a key file, then hold secrets: they are refused when group or
+others can read them (``[security] allow_readable_secrets`` overrides that, with
+a warning on every run), and no error message ever repeats a setting's value.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import os
+import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -23,6 +33,8 @@ from janua_backup.errors import ConfigError
 
 CODECS = ("none", "gzip", "zstd")
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class RepoSettings:
@@ -31,6 +43,70 @@ class RepoSettings:
     @property
     def scheme(self) -> str:
         return urlparse(self.url).scheme
+
+    def location(self) -> RepoUrl:
+        """The URL taken apart by the one set of rules (``parse_repo_url``)."""
+        return parse_repo_url(self.url)
+
+
+@dataclass(frozen=True, slots=True)
+class RepoUrl:
+    """A repository URL taken apart: ``file`` with ``path``, or ``s3`` with bucket and prefix."""
+
+    scheme: str  # "s3" or "file"
+    bucket: str = ""  # s3 only
+    prefix: str = ""  # s3 only: "" or "a/b" (no empty parts, no leading or trailing slash)
+    path: str = ""  # file only: absolute, percent-decoded
+
+    @property
+    def canonical(self) -> str:
+        """The one spelling of this location (for comparing two URLs)."""
+        if self.scheme == "file":
+            return f"file://{os.path.normpath(self.path)}"
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+
+def parse_repo_url(url: str) -> RepoUrl:
+    """The one reading of ``repository.url``; every place that needs its parts calls this.
+
+    ``file://relative/path`` is refused rather than read as ``/path`` (urllib takes
+    ``relative`` for a host name). In an S3 prefix, one leading or trailing slash is
+    dropped (``s3://bucket/prefix/`` is a common spelling), but an empty part
+    (``a//b``) or a ``.``/``..`` part is refused rather than normalised: S3 keys are
+    literal, some servers collapse ``//`` and others do not, so a segment pushed
+    under ``a//b`` can be invisible to a ``list`` of the same URL; and silently moving
+    an existing repository to another prefix would hide its objects.
+    """
+    from urllib.parse import unquote
+
+    examples = "s3://bucket/prefix or file:///var/backups/pg"
+    parsed = urlparse(url)
+    if parsed.scheme not in ("s3", "file"):
+        raise ConfigError(f"repository.url {url!r} must start with s3:// or file:// ({examples})")
+    if parsed.query or parsed.fragment or url.endswith(("?", "#")):
+        raise ConfigError(
+            f"repository.url {url!r} contains '?' or '#'; write them as %3F and %23 ({examples})"
+        )
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise ConfigError(
+                f"repository.url {url!r} is not an absolute path: file:// is followed by the "
+                "path's own slash, as in file:///abs/path"
+            )
+        path = unquote(parsed.path)
+        if not path.startswith("/"):
+            raise ConfigError(f"repository.url {url!r} must be an absolute path (file:///path)")
+        return RepoUrl("file", path=path)
+    if not parsed.netloc:
+        raise ConfigError(f"repository.url {url!r} names no bucket (s3://bucket/prefix)")
+    prefix = parsed.path.removeprefix("/").removesuffix("/")
+    parts = prefix.split("/") if prefix else []
+    if any(part in ("", ".", "..") for part in parts):
+        raise ConfigError(
+            f"repository.url {url!r} has an empty, '.' or '..' part in its prefix; S3 keys are "
+            "literal, so write the prefix with single slashes, as in s3://bucket/a/b"
+        )
+    return RepoUrl("s3", bucket=parsed.netloc, prefix=prefix)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +120,13 @@ class S3Settings:
     verify_tls: bool = True
     ca_bundle: str | None = None
     retry_deadline_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class SecuritySettings:
+    # True: accept a config or key file holding secrets that group or others can read
+    # (a shared read-only mount, say); each run then logs a warning naming the file.
+    allow_readable_secrets: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +186,7 @@ class Settings:
     postgres: PostgresSettings = PostgresSettings()
     backup: BackupSettings = BackupSettings()
     wal: WalSettings = WalSettings()
+    security: SecuritySettings = SecuritySettings()
     config_path: str | None = None  # absolute, for restore_command
 
     def require_repo(self) -> RepoSettings:
@@ -122,6 +206,38 @@ _SECTIONS: dict[str, type[Any]] = {
     "postgres": PostgresSettings,
     "backup": BackupSettings,
     "wal": WalSettings,
+    "security": SecuritySettings,
+}
+
+# Settings that are secrets: a file holding one must be private, and no message shows them.
+SECRET_KEYS = frozenset(
+    {("s3", "secret_access_key"), ("s3", "session_token"), ("encryption", "passphrase")}
+)
+# A libpq DSN with a password in it ("password=..." or "postgresql://user:pw@host").
+_DSN_PASSWORD = re.compile(r"password\s*=|://[^/@:]*:[^/@]*@", re.IGNORECASE)
+
+# The allowed range of each numeric setting, and why its ends are there.
+_BOUNDS: dict[tuple[str, str], tuple[int, int, str]] = {
+    # 0 gives up at once; past an hour, a stuck call should fail and be seen
+    # (PostgreSQL retries archive_command and restore_command itself).
+    ("s3", "retry_deadline_s"): (0, 3600, "seconds"),
+    ("wal", "fetch_retry_deadline_s"): (0, 3600, "seconds"),
+    # Each job holds a thread, a connection and its buffers: past 1024, file
+    # descriptors and memory run out long before throughput grows. 0: one per core.
+    ("backup", "jobs"): (0, 1024, "0 is one per core"),
+    ("wal", "async_jobs"): (0, 1024, "0 is one per core"),
+    # 1 GiB is PostgreSQL's largest file: a larger limit bundles every file.
+    ("backup", "bundle_limit_bytes"): (0, 1 << 30, "bytes"),
+    # A bundle is one object: at least 1 MiB or the cost per request dominates, at
+    # most 5 GiB, what S3 stores with one PUT or part.
+    ("backup", "bundle_size_bytes"): (1 << 20, 5 << 30, "bytes"),
+    ("backup", "part_size_bytes"): (1 << 20, 5 << 30, "bytes"),
+    # A stop segment that takes over a day to archive means archiving is broken.
+    ("backup", "archive_timeout_s"): (1, 86400, "seconds"),
+    # Status files in the spool; more than this is a backlog to report, not to take on.
+    ("wal", "async_max_segments"): (1, 100_000, "segments"),
+    # Prefetched segments sit in pg_wal's file system: 256 of 16 MiB is 4 GiB already.
+    ("wal", "prefetch_segments"): (0, 256, "0 is off"),
 }
 
 # Environment variable -> (section, key). AWS_* and libpq's PG* follow their tools' names.
@@ -142,6 +258,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "JANUA_BACKUP_JOBS": ("backup", "jobs"),
     "JANUA_BACKUP_ARCHIVE_ASYNC": ("wal", "archive_async"),
     "JANUA_BACKUP_SPOOL_DIR": ("wal", "spool_dir"),
+    "JANUA_BACKUP_ALLOW_READABLE_SECRETS": ("security", "allow_readable_secrets"),
 }
 
 
@@ -154,9 +271,11 @@ def load(
     path = config_path or environ.get("JANUA_BACKUP_CONFIG")
     raw: dict[str, dict[str, object]] = {name: {} for name in _SECTIONS}
     abs_path: str | None = None
+    from_file: dict[str, dict[str, object]] = {}
     if path:
         abs_path = str(Path(path).resolve())
-        for section, values in _read_file(Path(path)).items():
+        from_file = _read_file(Path(path))
+        for section, values in from_file.items():
             raw[section].update(values)
     for var, (section, key) in ENV_VARS.items():
         if environ.get(var):
@@ -169,7 +288,50 @@ def load(
     built = {name: _build(name, cls, raw[name]) for name, cls in _SECTIONS.items()}
     settings = Settings(config_path=abs_path, **built)
     _validate(settings)
+    if path:
+        _check_private(Path(path), _secrets_in(from_file), settings)
+    if settings.encryption.key_file:
+        _check_private(Path(settings.encryption.key_file), ["the encryption key"], settings)
     return settings
+
+
+def _secrets_in(values: Mapping[str, Mapping[str, object]]) -> list[str]:
+    """The secret settings a config file holds inline."""
+    found = [
+        f"{section}.{key}"
+        for section, key in sorted(SECRET_KEYS)
+        if values.get(section, {}).get(key) not in (None, "")
+    ]
+    dsn = values.get("postgres", {}).get("dsn")
+    if isinstance(dsn, str) and _DSN_PASSWORD.search(dsn):
+        found.append("postgres.dsn (with a password)")
+    return found
+
+
+_warned_readable: set[str] = set()
+
+
+def _check_private(path: Path, secrets: list[str], settings: Settings) -> None:
+    """Refuse a file holding ``secrets`` that group or others can read.
+
+    A missing or unreadable file is left to whoever reads it (it says so better).
+    """
+    if not secrets:
+        return
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return
+    if not mode & 0o044:
+        return
+    what = f"{path} holds {', '.join(secrets)} but is readable by group or others (mode {mode:04o})"
+    if not settings.security.allow_readable_secrets:
+        raise ConfigError(
+            f"{what}; run chmod 600 {path} (or set [security] allow_readable_secrets = true)"
+        )
+    if str(path) not in _warned_readable:  # once per process: Settings are loaded per command
+        _warned_readable.add(str(path))
+        log.warning("%s; allowed by security.allow_readable_secrets", what)
 
 
 def _read_file(path: Path) -> dict[str, dict[str, object]]:
@@ -179,6 +341,10 @@ def _read_file(path: Path) -> dict[str, dict[str, object]]:
         raise ConfigError(f"config file {path} does not exist") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     result: dict[str, dict[str, object]] = {}
@@ -205,49 +371,68 @@ def _build(section: str, cls: type[Any], values: dict[str, object]) -> Any:
 
 
 def _coerce(section: str, key: str, value: object, default: object) -> object:
-    """Environment values arrive as strings; coerce them to the field's type."""
-    try:
-        if isinstance(default, bool):
-            if isinstance(value, str):
-                return value.strip().lower() in ("1", "true", "yes", "on")
-            return bool(value)
-        if isinstance(default, int) and not isinstance(value, bool):
-            return int(value)  # type: ignore[call-overload]
-        if isinstance(default, float):
-            return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ConfigError(f"{section}.{key} must be a number, not {value!r}") from None
+    """Environment values arrive as strings; coerce them to the field's type.
+
+    Errors name the key and the type wanted, never the value: it may be a secret, and
+    wal-push's errors land in the PostgreSQL log on every retry.
+    """
+    name = f"{section}.{key}"
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ConfigError(f"{name} must be true or false{_not(value)}")
+    if isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and re.fullmatch(r"\s*[+-]?[0-9]{1,18}\s*", value):
+            return int(value)
+        raise ConfigError(f"{name} must be a whole number{_not(value)}")
+    if isinstance(default, float):
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{name} must be a number{_not(value)}")
     if value is not None and not isinstance(value, str):
-        raise ConfigError(f"{section}.{key} must be a string, not {value!r}")
+        raise ConfigError(f"{name} must be a string{_not(value)}")
     return value
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _not(value: object) -> str:
+    """What a wrong value is, for messages that must not show it: its kind, not itself."""
+    if isinstance(value, str):
+        return ""
+    if isinstance(value, bool):
+        return ", not true or false"
+    if isinstance(value, int | float):
+        return ", not a number"
+    if isinstance(value, dict):
+        return ", not a table"
+    if isinstance(value, list):
+        return ", not an array"
+    return ", not a date or time"
+
+
 def _validate(settings: Settings) -> None:
-    url = settings.repository.url
-    if url:
-        parsed = urlparse(url)
-        if parsed.scheme not in ("s3", "file"):
-            raise ConfigError(
-                f"repository.url {url!r} must start with s3:// or file:// "
-                "(e.g. s3://bucket/prefix or file:///var/backups/pg)"
-            )
-        if parsed.scheme == "s3" and not parsed.netloc:
-            raise ConfigError(f"repository.url {url!r} names no bucket (s3://bucket/prefix)")
-        if parsed.scheme == "file" and not parsed.path.startswith("/"):
-            raise ConfigError(f"repository.url {url!r} must be an absolute path (file:///path)")
+    if settings.repository.url:
+        parse_repo_url(settings.repository.url)
     codec = settings.compression.codec
     if codec not in CODECS:
         raise ConfigError(f"compression.codec {codec!r} must be one of {', '.join(CODECS)}")
-    if settings.backup.jobs < 0:
-        raise ConfigError("backup.jobs must be 0 (one per core) or more")
-    if settings.backup.part_size_bytes < 1024 * 1024:
-        raise ConfigError("backup.part_size_bytes must be at least 1048576 (1 MiB)")
-    wal = settings.wal
-    if wal.async_jobs < 0 or wal.async_max_segments < 1 or wal.prefetch_segments < 0:
-        raise ConfigError(
-            "wal.async_jobs and wal.prefetch_segments must be 0 or more, "
-            "wal.async_max_segments 1 or more"
-        )
+    _check_level(codec, settings.compression.level)
+    for (section, key), (low, high, unit) in _BOUNDS.items():
+        value = getattr(getattr(settings, section), key)
+        if not (math.isfinite(value) and low <= value <= high):
+            raise ConfigError(f"{section}.{key} must be between {low} and {high} ({unit})")
     enc = settings.encryption
     if enc.key_file and enc.passphrase:
         raise ConfigError("set either encryption.key_file or a passphrase, not both")
@@ -255,6 +440,22 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(
             f"encryption.passphrase_env names {enc.passphrase_env}, but that variable is "
             "empty or unset in this environment"
+        )
+
+
+def _check_level(codec: str, level: int) -> None:
+    """0 is the codec's default; otherwise the codec's own range."""
+    from janua_backup.pipeline.compress import LEVEL_RANGES  # the one codec table
+
+    if level == 0:
+        return
+    if codec == "none":
+        raise ConfigError("compression.level must be 0 when compression.codec is 'none'")
+    low, high = LEVEL_RANGES[codec]
+    if not low <= level <= high:
+        raise ConfigError(
+            f"compression.level must be 0 (the codec's default) or between {low} and {high} "
+            f"for {codec}"
         )
 
 

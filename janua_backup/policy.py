@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 BACKUP_TYPES = ("full", "incr")
 VERIFY_TARGETS = ("latest", "immediate")
 JOBS = ("backup", "verify", "expire", "check")
+WEEK_S = 7 * 24 * 3600
 _CRON_FIELDS = ("minute", "hour", "day", "month", "day_of_week")
 _CRON_RANGES = {
     "minute": "0-59",
@@ -176,7 +177,8 @@ def _schedule(table: _Table) -> Schedule:
                     job, f"schedule.{job} {expr!r} is not a valid cron expression ({reason})"
                 )
         crons[job] = expr or None
-    grace = table.integer("misfire_grace_s", base.misfire_grace_s, minimum=1)
+    # A job missed by more than a week (the daemon was down) is better skipped than run late.
+    grace = table.integer("misfire_grace_s", base.misfire_grace_s, minimum=1, maximum=WEEK_S)
     return Schedule(
         timezone=timezone,
         backup=crons["backup"],
@@ -274,7 +276,8 @@ def _retention(table: _Table) -> RetentionPolicy:
         raise table.error(
             "recovery_window_days", f"retention.recovery_window_days {days:g} is over 100 years"
         )
-    minimum = table.integer("min_backups", base.min_backups, minimum=1)
+    # 10000 backups is decades of nightly ones: a larger number is a typo, not a policy.
+    minimum = table.integer("min_backups", base.min_backups, minimum=1, maximum=10_000)
     return RetentionPolicy(recovery_window_days=days, min_backups=minimum)
 
 
@@ -283,8 +286,11 @@ def _verify(table: _Table) -> VerifyPolicy:
     target = table.choice("target", base.target, VERIFY_TARGETS)
     amcheck = table.flag("amcheck", base.amcheck)
     timeout = table.number("timeout_s", base.timeout_s)
-    if timeout <= 0:
-        raise table.error("timeout_s", f"verify.timeout_s {timeout:g} must be more than 0")
+    # A drill that replays for over a week would never finish before the next one starts.
+    if not 0 < timeout <= WEEK_S:
+        raise table.error(
+            "timeout_s", f"verify.timeout_s {timeout:g} must be more than 0 and at most {WEEK_S}"
+        )
     checks: list[CheckQuery] = []
     for check_table in table.tables("checks", _CHECK_KEYS):
         check = _check(check_table)
@@ -383,12 +389,16 @@ class _Table:
             )
         return value
 
-    def integer(self, key: str, default: int, *, minimum: int | None = None) -> int:
+    def integer(
+        self, key: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+    ) -> int:
         value = self.values.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self._wrong(key, "an integer")
         if minimum is not None and value < minimum:
             raise self.error(key, f"{self.prefix}.{key} {value} must be {minimum} or more")
+        if maximum is not None and value > maximum:
+            raise self.error(key, f"{self.prefix}.{key} {value} must be {maximum} or less")
         return value
 
     def number(self, key: str, default: float) -> float:

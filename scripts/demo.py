@@ -24,6 +24,7 @@ from localstack import (
     chown_to_postgres,
     free_port,
     make_postgres_dir,
+    write_private,
 )
 
 EXE = Path(sys.executable).parent / "janua-backup"
@@ -66,15 +67,15 @@ def main() -> int:
         s3.create_bucket("janua-demo")
         config = base / "janua.toml"
         cluster_home = make_postgres_dir(base / "pg", 0o755)
-        config.write_text(
+        write_private(
+            config,
             '[repository]\nurl = "s3://janua-demo/main"\n\n'
             f'[s3]\nendpoint = "{s3.endpoint_url}"\nregion = "{s3.region}"\n'
             f'access_key_id = "{s3.access_key_id}"\n'
             f'secret_access_key = "{s3.secret_access_key}"\n\n'
             '[compression]\ncodec = "gzip"\n\n'
-            f'[postgres]\npgdata = "{cluster_home / "data"}"\n'
+            f'[postgres]\npgdata = "{cluster_home / "data"}"\n',
         )
-        config.chmod(0o600)
         chown_to_postgres(config)
         primary = PgCluster.initdb(
             cluster_home / "data",

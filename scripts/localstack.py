@@ -409,6 +409,16 @@ def chown_to_postgres(path: Path, *, recursive: bool = False) -> None:
         shutil.chown(p, POSTGRES_USER, POSTGRES_USER)
 
 
+def write_private(path: Path, text: str) -> Path:
+    """Write a file only its owner can read, from its first byte on: janua-backup refuses
+    a config or key file holding secrets that group or others can read."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        os.fchmod(file.fileno(), 0o600)  # the file may have existed with other bits
+        file.write(text)
+    return path
+
+
 def make_postgres_dir(path: Path, mode: int = 0o700) -> Path:
     """Create path (parents as needed) owned by postgres, with mode (0700 for a PGDATA)."""
     path.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -54,6 +55,33 @@ class JanuaGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("janua-backup: interrupted", err=True)
             sys.exit(130)
+
+
+class FiniteRange(click.FloatRange):
+    """A ``FloatRange`` that refuses ``nan`` too: click lets it through every bound,
+    and a ``nan`` timeout never expires."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+def check_backup_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Click callback: an id a backup can have, or bad input (exit 4) before anything opens."""
+    from janua_backup.errors import InputError
+    from janua_backup.repository.layout import is_backup_id
+
+    if value is not None and not is_backup_id(value):
+        raise InputError(
+            f"{value!r} is not a backup id (ids look like 20261125T214300Z; list shows them)"
+        )
+    return value
+
+
+JOBS = click.IntRange(0, 1024)
+"""Objects or files handled at once; 0: one per core (config.py says why 1024)."""
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import click
 
 from janua_backup import config
-from janua_backup.cli.app import cli, context, json_option
+from janua_backup.cli.app import JOBS, check_backup_id, cli, context, json_option
 
 
 @cli.command()
 @click.option("--compression", type=click.Choice(config.CODECS), help="Override compression.codec.")
 @click.option("--level", type=int, help="Compression level (gzip 1-9, zstd 1-19).")
-@click.option("--jobs", type=int, help="Files compressed and uploaded at once (default: cores).")
+@click.option("--jobs", type=JOBS, help="Files compressed and uploaded at once (default: cores).")
 @click.option("--keep", is_flag=True, help="Pin the backup: retention never expires it.")
 @click.option(
     "--type",
@@ -63,7 +63,7 @@ def list_(as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("backup_id", required=False)
+@click.argument("backup_id", required=False, callback=check_backup_id)
 @json_option
 def info(backup_id: str | None, as_json: bool) -> None:
     """Show the repository, its WAL and each backup's recoverable window."""
@@ -74,7 +74,7 @@ def info(backup_id: str | None, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("backup_id")
+@click.argument("backup_id", callback=check_backup_id)
 @click.option("--reason", default="", help="Why it is kept (shown by info).")
 def pin(backup_id: str, reason: str) -> None:
     """Keep BACKUP_ID whatever the retention policy says."""
@@ -85,7 +85,7 @@ def pin(backup_id: str, reason: str) -> None:
 
 
 @cli.command()
-@click.argument("backup_id")
+@click.argument("backup_id", callback=check_backup_id)
 def unpin(backup_id: str) -> None:
     """Let retention decide about BACKUP_ID again."""
     from janua_backup.commands import pin as command

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from janua_backup.cli.app import cli, context, json_option
+from janua_backup.cli.app import FiniteRange, cli, context, json_option
 from janua_backup.errors import CheckFailed
 
 
@@ -12,7 +12,7 @@ from janua_backup.errors import CheckFailed
 @click.option(
     "--timeout",
     "timeout_s",
-    type=click.FloatRange(min=0),
+    type=FiniteRange(min=0, max=86400),
     default=60.0,
     show_default=True,
     help="Seconds to wait for the switched WAL segment to reach the repository.",

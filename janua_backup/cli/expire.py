@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from janua_backup.cli.app import cli, context, json_option
+from janua_backup.cli.app import FiniteRange, cli, context, json_option
 
 
 @cli.command()
@@ -17,7 +17,7 @@ from janua_backup.cli.app import cli, context, json_option
 )
 @click.option(
     "--window-days",
-    type=click.FloatRange(min=0, max=36500),
+    type=FiniteRange(min=0, max=36500),
     help="Recovery window in days (default: the policy's, 30).",
 )
 @click.option(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from janua_backup.cli.app import cli, context, json_option
+from janua_backup.cli.app import JOBS, check_backup_id, cli, context, json_option
 
 
 @cli.command()
@@ -33,9 +33,13 @@ from janua_backup.cli.app import cli, context, json_option
     type=click.Choice(["promote", "pause", "shutdown"]),
 )
 @click.option("--target-timeline", help="'latest' (default), 'current' or a timeline number.")
-@click.option("--backup-id", help="Restore this backup instead of the best one for the target.")
+@click.option(
+    "--backup-id",
+    callback=check_backup_id,
+    help="Restore this backup instead of the best one for the target.",
+)
 @click.option("--standby", is_flag=True, help="Write standby.signal (build a replica).")
-@click.option("--jobs", type=int, help="Objects fetched at once (default: cores).")
+@click.option("--jobs", type=JOBS, help="Objects fetched at once (default: cores).")
 @click.option(
     "--delta",
     is_flag=True,

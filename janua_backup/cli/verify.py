@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from janua_backup.cli.app import cli, context, json_option
+from janua_backup.cli.app import FiniteRange, check_backup_id, cli, context, json_option
 
 
 @cli.command()
@@ -17,7 +17,11 @@ from janua_backup.cli.app import cli, context, json_option
     is_flag=True,
     help="Check the repository only: every object and the WAL chain; no PostgreSQL needed.",
 )
-@click.option("--backup-id", help="Drill or check this backup (drill default: the newest).")
+@click.option(
+    "--backup-id",
+    callback=check_backup_id,
+    help="Drill or check this backup (drill default: the newest).",
+)
 @click.option("--target-time", help="Drill: recover to this time (ISO 8601 with Z or offset).")
 @click.option("--timezone", help="Zone for a --target-time without offset.")
 @click.option("--target-lsn", help="Drill: recover to this LSN.")
@@ -33,8 +37,13 @@ from janua_backup.cli.app import cli, context, json_option
 @click.option("--keep", is_flag=True, help="Drill: keep the scratch directory afterwards.")
 @click.option("--pg-bindir", help="Drill: PostgreSQL binaries of the backup's major version.")
 @click.option("--pg-user", help="Drill: role to connect as (default: the data's owner).")
-@click.option("--timeout", "timeout_s", type=float, help="Drill: seconds allowed for recovery.")
-@click.option("--jobs", type=click.IntRange(min=1), help="Objects read at once (default: cores).")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=FiniteRange(min=0, min_open=True, max=604800),
+    help="Drill: seconds allowed for recovery.",
+)
+@click.option("--jobs", type=click.IntRange(1, 1024), help="Objects read at once (default: cores).")
 @json_option
 def verify(
     repo_only: bool,

@@ -327,7 +327,7 @@ def confirm_archive_command(command: str, ours: Settings, cwd: Path) -> str | Un
             f"archive_command {shown!r} names no --config or --repo: its repository comes "
             "from the PostgreSQL server's environment and cannot be confirmed here"
         )
-    if theirs.repository.url.rstrip("/") != ours.repository.url.rstrip("/"):
+    if theirs.repository.location().canonical != ours.repository.location().canonical:
         raise CheckFailed(
             f"archive_command archives into {theirs.repository.url}, not into "
             f"{ours.repository.url}; {suggested(ours)}"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 from janua_backup.config import EncryptionSettings, Settings
 from janua_backup.errors import ConfigError
@@ -31,18 +30,18 @@ def open_storage(
     restore's start-up is downtime. ``part_size_bytes``: S3 objects up to this size
     are stored with one PUT (default: the driver's part size).
     """
-    url = urlparse(settings.require_repo().url)
+    url = settings.require_repo().location()
     if url.scheme == "file":
         from janua_backup.storage.posix import PosixStorage
 
-        return PosixStorage(Path(unquote(url.path)))
+        return PosixStorage(Path(url.path))
     from janua_backup.storage.s3 import S3Location, S3Storage
 
     s3 = settings.s3
     verify: bool | str = s3.ca_bundle or s3.verify_tls
     location = S3Location(
-        bucket=url.netloc,
-        prefix=url.path.strip("/"),
+        bucket=url.bucket,
+        prefix=url.prefix,
         endpoint_url=s3.endpoint,
         region=s3.region,
         access_key_id=s3.access_key_id,

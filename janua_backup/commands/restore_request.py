@@ -5,6 +5,7 @@ Refusals here happen before the repository is even opened.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal, cast
 
@@ -16,6 +17,7 @@ from janua_backup.repository import layout
 from janua_backup.repository.select import Target
 
 Action = Literal["promote", "pause", "shutdown"]
+MAX_RESTORE_POINT_BYTES = 63  # MAXFNAMELEN - 1: PostgreSQL refuses a longer name at start-up
 
 
 def build_request(
@@ -34,6 +36,18 @@ def build_request(
     standby: bool,
     delta: bool = False,
 ) -> RestoreRequest:
+    options = {
+        "--target-time": target_time,
+        "--timezone": timezone,
+        "--target-lsn": target_lsn,
+        "--target-xid": target_xid,
+        "--target-name": target_name,
+    }
+    for option, text in options.items():
+        # An empty value (an unset shell variable: --target-time "$T") must not fall
+        # through to "no target", which replays to the end of the archive.
+        if text is not None and not text.strip():
+            raise InputError(f"{option} is empty; give a value or leave the option out")
     given = {
         k: v
         for k, v in {
@@ -86,10 +100,17 @@ def _target(
         lsn = Lsn.parse(target_lsn)
         return Target("lsn", lsn=lsn, text=target_lsn), str(lsn)
     if target_xid:
-        if not target_xid.isdigit():
+        # PostgreSQL takes a 32-bit xid or an epoch-qualified 64-bit one; str.isdigit
+        # would let other scripts' digits through, which it refuses at start-up.
+        if not re.fullmatch(r"[0-9]{1,20}", target_xid) or int(target_xid) >= 1 << 64:
             raise InputError(f"--target-xid {target_xid!r} must be a transaction id (a number)")
         return Target("xid", text=target_xid), target_xid
     if target_name:
+        if len(target_name.encode()) > MAX_RESTORE_POINT_BYTES:
+            raise InputError(
+                f"--target-name is longer than {MAX_RESTORE_POINT_BYTES} bytes, "
+                "so no restore point can have it (pg_create_restore_point's limit)"
+            )
         return Target("name", text=target_name), target_name
     if immediate:
         return Target("immediate"), None

@@ -123,6 +123,8 @@ class S3Location:
             problems.append("the bucket name is empty")
         if self.prefix.startswith("/") or self.prefix.endswith("/"):
             problems.append(f"prefix {self.prefix!r} must not start or end with '/'")
+        if "//" in self.prefix:
+            problems.append(f"prefix {self.prefix!r} must not have an empty part ('//')")
         if not _MIN_PART_BYTES <= self.part_size_bytes <= _MAX_PART_BYTES:
             problems.append("part_size_bytes must be between 5 MiB and 5 GiB (S3's part limits)")
         if self.max_attempts < 1 or self.max_pool_connections < 1:
@@ -241,6 +243,8 @@ class S3Storage:
 
     def _new_client(self) -> S3Client:
         s = self.settings
+        if s.verify_tls is False and (s.endpoint_url or "https:").startswith("https:"):
+            _warn_unverified(s.endpoint_url or "AWS")
         if s.quick_start and s.endpoint_url:
             from janua_backup.storage import s3_wire
 
@@ -263,6 +267,14 @@ class S3Storage:
         import boto3.session
         from botocore import exceptions as bce
         from botocore.config import Config
+
+        if s.verify_tls is False:
+            import warnings
+
+            from urllib3.exceptions import InsecureRequestWarning
+
+            # _warn_unverified said it once for the process; urllib3 says it per request.
+            warnings.filterwarnings("ignore", category=InsecureRequestWarning)
 
         self._client_errors = (bce.BotoCoreError, bce.ClientError)
         config = Config(
@@ -476,6 +488,21 @@ class _BodyChunks(Iterator[bytes]):
 
     def __del__(self) -> None:
         self.close()
+
+
+_unverified_warned = False
+
+
+def _warn_unverified(endpoint: str) -> None:
+    """One warning line per process that talks to S3 without checking its certificate."""
+    global _unverified_warned
+    if not _unverified_warned:
+        _unverified_warned = True
+        log.warning(
+            "s3.verify_tls is false: the certificate of %s is not checked, so whoever sits "
+            "on the network path can read and change what is stored; set s3.ca_bundle instead",
+            endpoint,
+        )
 
 
 def _parts(chunks: Iterable[bytes], size: int) -> Iterator[tuple[bytes, bool]]:

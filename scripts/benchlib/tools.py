@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from localstack import HOST, PgCluster, SeaweedServer
+from localstack import HOST, PgCluster, SeaweedServer, write_private
 
 from benchlib.procmon import Measured, chown_tree, run
 
@@ -118,8 +118,7 @@ async_jobs = {site.process_max}
 prefetch_segments = 8
 """
             path = self._config(codec, sync=sync)
-            path.write_text(text)
-            path.chmod(0o600)
+            write_private(path, text)
         chown_tree(self.dir)
 
     def archive_command(self, codec: str) -> str:
@@ -255,8 +254,7 @@ pg1-port={cluster.port}
 pg1-socket-path={cluster.socket_dir}
 pg1-user=postgres
 """
-        self._config(codec).write_text(text)
-        self._config(codec).chmod(0o600)
+        write_private(self._config(codec), text)
         chown_tree(self.dir)
         run([*self._base(codec), "stanza-create"], sample=False).check()
 

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from localstack import PgCluster, archiving_settings, chown_to_postgres
+from localstack import PgCluster, archiving_settings, chown_to_postgres, write_private
 
 
 @dataclass
@@ -65,8 +65,7 @@ def write_config(
             lines.append(f'dsn = "{dsn}"')
         lines.append("")
     lines += ["[wal]", f"fetch_retry_deadline_s = {fetch_deadline_s}", "", spec.extra]
-    path.write_text("\n".join(lines))
-    path.chmod(0o600)
+    write_private(path, "\n".join(lines))
     chown_to_postgres(path)
     return path
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from localstack import chown_to_postgres
+from localstack import chown_to_postgres, write_private
 
 from tests.integration import janua
 from tests.integration.janua import RepoSpec
@@ -32,8 +32,7 @@ def s3_spec(server: Any, bucket: str, **kw: Any) -> RepoSpec:
 
 def make_key(directory: Path) -> Path:
     key = directory / "repo.key"
-    key.write_text(secrets.token_hex(32) + "\n")
-    key.chmod(0o600)
+    write_private(key, secrets.token_hex(32) + "\n")
     chown_to_postgres(key)
     return key
 

@@ -58,6 +58,7 @@ def test_settings_repr_hides_secrets() -> None:
         ({"bucket": ""}, "bucket name is empty"),
         ({"prefix": "/lead"}, "must not start or end"),
         ({"prefix": "trail/"}, "must not start or end"),
+        ({"prefix": "a//b"}, "empty part"),
         ({"part_size_bytes": 5 * MIB - 1}, "between 5 MiB and 5 GiB"),
         ({"max_attempts": 0}, "at least 1"),
         ({"read_timeout_s": 0.0}, "must be positive"),
