@@ -88,15 +88,6 @@ def backup_id_of(key: str) -> str | None:
     return backup_id if sep else None
 
 
-_BACKUP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-
-def is_backup_id(text: str) -> bool:
-    """Whether ``text`` can name a backup: one key part, so ``../x`` or ``a/b`` never
-    reaches a storage key (a path a person typed, not an id we made)."""
-    return _BACKUP_ID.fullmatch(text) is not None
-
-
 def new_backup_id(start: datetime) -> str:
     return start.strftime("%Y%m%dT%H%M%SZ")
 
