@@ -504,3 +504,97 @@ def test_a_non_empty_destination_is_refused(
     )
     refused(done, "not empty")
     assert [p.name for p in dest.iterdir()] == ["old"]
+
+
+# --------------------------------------------------------------------------- format v2, kdf
+
+
+def v2_object(master: bytes, key: str, plaintext: bytes) -> bytes:
+    """An encrypted object of format version 2 (docs/format.md), codec none, written
+    here from the specification: every frame's AAD ends with the object's key."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    salt = secrets.token_bytes(16)
+    header = b"JANUA" + bytes((2, 0, 1)) + Key(master).key_id + salt
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=b"janua-backup object v1")
+    aead = AESGCM(hkdf.derive(master))
+    name = key.encode()
+    out = [header]
+
+    def frame(index: int, payload: bytes, final: bool) -> bytes:
+        position = struct.pack(">Q", index)
+        aad = header + position + bytes((final,)) + struct.pack(">H", len(name)) + name
+        sealed = aead.encrypt(b"\0\0\0\0" + position, payload, aad)
+        return struct.pack(">I", len(sealed) | (1 << 31 if final else 0)) + sealed
+
+    pieces = [plaintext[i : i + MIB] for i in range(0, len(plaintext), MIB)]
+    out += [frame(i, piece, False) for i, piece in enumerate(pieces)]
+    body = hashlib.sha256(b"".join(out)).digest()
+    trailer = struct.pack(">Q32s32s", len(plaintext), hashlib.sha256(plaintext).digest(), body)
+    out.append(frame(len(pieces), trailer, True))
+    return b"".join(out)
+
+
+def test_format_v2_objects_with_the_markers_kdf_record(tmp_path: Path, runner: list[str]) -> None:
+    root = tmp_path / "repo"
+    root.mkdir()
+    salt = secrets.token_bytes(16)
+    master = hashlib.scrypt(
+        PASSPHRASE.encode(), salt=salt, n=131072, r=8, p=1, maxmem=256 * MIB, dklen=32
+    )
+    plain = Repo(PosixStorage(root), EncodeSpec(codec="none", key=None))
+    record = {
+        "format_version": 1, "system_identifier": SYSID, "pg_major": 15,
+        "wal_segment_size": SEG, "key_id": Key(master).key_id.hex(), "created": "now",
+        "kdf": {"name": "scrypt", "salt": salt.hex(), "n": 131072, "r": 8, "p": 1},
+    }  # fmt: skip
+    plain.put_bytes(layout.MARKER_KEY, json.dumps(record).encode())
+
+    def store(key: str, data: bytes) -> bytes:
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        stored = v2_object(master, key, data)
+        (root / key).write_bytes(stored)
+        return stored
+
+    name, wal = segment(1, 4, 0x44)
+    store(f"wal/{name}", wal)
+    bundle = b"15\n" + pseudo_random(11, 5000)
+    stored = store(f"backups/{IDS[0]}/data/000001", bundle)
+    files = [
+        {"path": "PG_VERSION", "kind": "file", "mode": 0o100600, "mtime_ns": 5, "uid": 0,
+         "gid": 0, "size_bytes": 3, "sha256": hashlib.sha256(b"15\n").hexdigest(),
+         "object": "data/000001", "offset": 0},
+        {"path": "base", "kind": "dir", "mode": 0o40700, "mtime_ns": 5, "uid": 0, "gid": 0},
+        {"path": "base/big", "kind": "file", "mode": 0o100600, "mtime_ns": 5, "uid": 0,
+         "gid": 0, "size_bytes": 5000, "sha256": hashlib.sha256(bundle[3:]).hexdigest(),
+         "object": "data/000001", "offset": 3},
+    ]  # fmt: skip
+    objects = [
+        {"name": "data/000001", "plain_size_bytes": len(bundle),
+         "plain_sha256": hashlib.sha256(bundle).hexdigest(),
+         "stored_size_bytes": len(stored), "stored_sha256": hashlib.sha256(stored).hexdigest()},
+    ]  # fmt: skip
+    raw = json.loads(to_json(base_manifest(IDS[0])))
+    raw.update(files=files, objects=objects, encrypted=True)
+    store(layout.manifest_key(IDS[0]), json.dumps(raw).encode())
+
+    options = ["--passphrase-env", "REPO_PASS"]
+    out = tmp_path / "RECOVERYXLOG"
+    done = extract(runner, root, *options, "wal", name, str(out), env=ENV)
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes() == wal
+    dest = tmp_path / "dest"
+    done = extract(runner, root, *options, "backup", IDS[0], str(dest), env=ENV)
+    assert done.returncode == 0, done.stderr
+    assert (dest / "PG_VERSION").read_bytes() == b"15\n"
+    assert (dest / "base/big").read_bytes() == bundle[3:]
+
+    # Version 2 binds the key: the same object under another name fails authentication,
+    # although its header and trailer are intact.
+    other, _ = segment(1, 5, 0)
+    shutil.copyfile(root / "wal" / name, root / "wal" / other)
+    refused(extract(runner, root, *options, "wal", other, str(out), env=ENV), "another name")
+    wrong = extract(runner, root, *options, "wal", name, str(out), env={"REPO_PASS": "guess"})
+    refused(wrong, "another key")
