@@ -175,20 +175,20 @@ class Source:
         for path in sorted(self.files):
             st = self.real(path).stat()
             entry = FileEntry(
-                path=path, kind="file", mode=self.modes[path] | 0o100000,
+                path=path, kind="file", mode=self.modes[path],
                 mtime_ns=st.st_mtime_ns, uid=st.st_uid, gid=st.st_gid,
                 size_bytes=st.st_size,
             )  # fmt: skip
             files.append(SourceFile(entry, self.real(path)))
         others = [
-            FileEntry(path=p, kind="dir", mode=0o040000 | m, mtime_ns=10**18, uid=0, gid=0)
+            FileEntry(path=p, kind="dir", mode=m, mtime_ns=10**18, uid=0, gid=0)
             for p, m in self.dirs.items()
         ]
         others.append(
             FileEntry(
                 path="pg_tblspc/16400",
                 kind="symlink",
-                mode=0o120777,
+                mode=0o777,
                 mtime_ns=0,
                 uid=0,
                 gid=0,
@@ -439,7 +439,7 @@ def _hostile(built: Built, **changes: object) -> None:
 
 
 def _with_entry(**entry: object):  # type: ignore[no-untyped-def]
-    base = {"kind": "dir", "mode": 0o40700, "mtime_ns": 0, "uid": 0, "gid": 0}
+    base = {"kind": "dir", "mode": 0o700, "mtime_ns": 0, "uid": 0, "gid": 0}
     return lambda files: [*files, {**base, **entry}]
 
 
@@ -563,11 +563,11 @@ def test_format_v2_objects_with_the_markers_kdf_record(tmp_path: Path, runner: l
     bundle = b"15\n" + pseudo_random(11, 5000)
     stored = store(f"backups/{IDS[0]}/data/000001", bundle)
     files = [
-        {"path": "PG_VERSION", "kind": "file", "mode": 0o100600, "mtime_ns": 5, "uid": 0,
+        {"path": "PG_VERSION", "kind": "file", "mode": 0o600, "mtime_ns": 5, "uid": 0,
          "gid": 0, "size_bytes": 3, "sha256": hashlib.sha256(b"15\n").hexdigest(),
          "object": "data/000001", "offset": 0},
-        {"path": "base", "kind": "dir", "mode": 0o40700, "mtime_ns": 5, "uid": 0, "gid": 0},
-        {"path": "base/big", "kind": "file", "mode": 0o100600, "mtime_ns": 5, "uid": 0,
+        {"path": "base", "kind": "dir", "mode": 0o700, "mtime_ns": 5, "uid": 0, "gid": 0},
+        {"path": "base/big", "kind": "file", "mode": 0o600, "mtime_ns": 5, "uid": 0,
          "gid": 0, "size_bytes": 5000, "sha256": hashlib.sha256(bundle[3:]).hexdigest(),
          "object": "data/000001", "offset": 3},
     ]  # fmt: skip
@@ -598,3 +598,30 @@ def test_format_v2_objects_with_the_markers_kdf_record(tmp_path: Path, runner: l
     refused(extract(runner, root, *options, "wal", other, str(out), env=ENV), "another name")
     wrong = extract(runner, root, *options, "wal", name, str(out), env={"REPO_PASS": "guess"})
     refused(wrong, "another key")
+
+
+def test_tablespaces_as_recorded_go_where_they_were_and_only_into_an_empty_place(
+    tmp_path: Path, runner: list[str], plain: Built
+) -> None:
+    dest = tmp_path / "dest"
+    args = ["backup", IDS[1], str(dest), "--tablespaces-as-recorded"]
+    refused(extract(runner, plain.root, *args), "not empty")
+    assert not dest.exists()
+    shutil.move(plain.source.space, tmp_path / "space.old")
+    done = extract(runner, plain.root, *args)
+    assert done.returncode == 0, done.stderr
+    assert os.readlink(dest / "pg_tblspc/16400") == str(plain.source.space)
+    moved = tmp_path / "space.old/PG_15_202209061/1/20000"
+    assert (plain.source.space / "PG_15_202209061/1/20000").read_bytes() == moved.read_bytes()
+    assert (dest / "tablespace_map").read_text() == f"16400 {plain.source.space}\n"
+
+
+def test_an_incremental_whose_parent_lost_an_object_is_refused(
+    tmp_path: Path, runner: list[str], plain: Built
+) -> None:
+    referenced = [o for o in plain.manifests[1].objects if o.backup_id == IDS[0]]
+    (plain.root / layout.data_key(IDS[0], referenced[0].name)).unlink()
+    dest = tmp_path / "dest"
+    done = extract(runner, plain.root, "backup", IDS[1], str(dest), "--tablespace-dir", "ts")
+    refused(done, "missing", f"backups/{IDS[0]}/")
+    assert not dest.exists()
