@@ -16,6 +16,7 @@ from janua_backup.pipeline.stream import decode
 from tests.unit.pipeline.objects import (
     CODECS,
     KEY,
+    NAME,
     OTHER_KEY,
     MiB,
     encode,
@@ -30,7 +31,7 @@ SMALL = sample(700, seed=3)
 
 
 def decode_all(stored: bytes, key: Key | None) -> bytes:
-    return b"".join(decode([stored], key))
+    return b"".join(decode([stored], key, bind=NAME))
 
 
 def expected_errors(position: int, encrypted: bool) -> tuple[type[Exception], ...]:
@@ -154,7 +155,7 @@ def test_tampering_is_caught_before_the_damaged_frame_is_released() -> None:
     damaged[100] ^= 1
     released: list[bytes] = []
     with pytest.raises(IntegrityError, match="frame 1 failed authentication"):
-        released.extend(decode([header, frames[0], bytes(damaged), *frames[2:]], KEY))
+        released.extend(decode([header, frames[0], bytes(damaged), *frames[2:]], KEY, bind=NAME))
     assert sum(map(len, released)) == MiB  # frame 0 only
 
 
