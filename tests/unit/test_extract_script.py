@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from janua_backup.pg.wal import Lsn
-from janua_backup.pipeline.crypto import Key, key_from_passphrase
+from janua_backup.pipeline.crypto import Key, Passphrase, key_from_passphrase
 from janua_backup.pipeline.stream import EncodeSpec
 from janua_backup.repository import catalog, layout, marker, transfer, wal_archive
 from janua_backup.repository.manifest import FileEntry, Manifest, required_format, to_json
@@ -254,16 +254,20 @@ def build(tmp: Path, codec: str, secret: str) -> tuple[Built, list[str]]:
     repository and the key options the script needs."""
     root = tmp / "repo"
     root.mkdir()
-    key, options = None, []
+    key: Key | Passphrase | None = None
+    options: list[str] = []
     if secret == "key-file":
         key_path = tmp / "repo.key"
         raw = secrets.token_bytes(32)
         key_path.write_text(raw.hex() + "\n")
         key, options = Key(raw), ["--key-file", str(key_path)]
-    elif secret == "passphrase":
+    elif secret == "passphrase":  # a new repository: the marker's kdf record, key id v2
+        key, options = Passphrase(PASSPHRASE), ["--passphrase-env", "REPO_PASS"]
+    elif secret == "legacy-passphrase":  # an old repository's fixed salt, key id v1
         key, options = key_from_passphrase(PASSPHRASE), ["--passphrase-env", "REPO_PASS"]
     repo = Repo(PosixStorage(root), EncodeSpec(codec=codec, key=key))
-    marker.ensure(repo, system_identifier=SYSID, wal_segment_size=SEG, pg_major=15)
+    made = marker.ensure(repo, system_identifier=SYSID, wal_segment_size=SEG, pg_major=15)
+    assert (made.kdf is not None) == (secret == "passphrase")
     source = Source(tmp)
     source.put("PG_VERSION", b"15\n")
     source.put("postgresql.conf", b"# settings\n", 0o640)
@@ -329,6 +333,7 @@ MATRIX = [
     for codec in ("none", "gzip", "zstd")
     for secret in ("plain", "key-file", "passphrase")
 ] + [
+    ("gzip", "legacy-passphrase", "system"),
     ("zstd", "plain", "guarded"),
     ("zstd", "passphrase", "guarded"),
     ("gzip", "key-file", "guarded"),
@@ -359,6 +364,7 @@ def test_backups_and_wal_come_out_byte_identical(
         assert (dest / "backup_label").read_text() == label
 
     for name, data in built.wal.items():
+        assert (built.root / "wal" / name).read_bytes()[5] == (1 if secret == "plain" else 2)
         out = tmp_path / "pg_wal-RECOVERYXLOG"
         done = extract(runner, built.root, *options, "wal", name, str(out), env=ENV)
         assert done.returncode == 0, done.stderr
@@ -509,7 +515,7 @@ def test_a_non_empty_destination_is_refused(
 # --------------------------------------------------------------------------- format v2, kdf
 
 
-def v2_object(master: bytes, key: str, plaintext: bytes) -> bytes:
+def v2_object(master: bytes, key_id: bytes, key: str, plaintext: bytes) -> bytes:
     """An encrypted object of format version 2 (docs/format.md), codec none, written
     here from the specification: every frame's AAD ends with the object's key."""
     from cryptography.hazmat.primitives import hashes
@@ -517,7 +523,7 @@ def v2_object(master: bytes, key: str, plaintext: bytes) -> bytes:
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
     salt = secrets.token_bytes(16)
-    header = b"JANUA" + bytes((2, 0, 1)) + Key(master).key_id + salt
+    header = b"JANUA" + bytes((2, 0, 1)) + key_id + salt
     hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=b"janua-backup object v1")
     aead = AESGCM(hkdf.derive(master))
     name = key.encode()
@@ -545,16 +551,17 @@ def test_format_v2_objects_with_the_markers_kdf_record(tmp_path: Path, runner: l
         PASSPHRASE.encode(), salt=salt, n=131072, r=8, p=1, maxmem=256 * MIB, dklen=32
     )
     plain = Repo(PosixStorage(root), EncodeSpec(codec="none", key=None))
+    key_id = Key(master, id_salt=salt).key_id
     record = {
         "format_version": 1, "system_identifier": SYSID, "pg_major": 15,
-        "wal_segment_size": SEG, "key_id": Key(master).key_id.hex(), "created": "now",
+        "wal_segment_size": SEG, "key_id": key_id.hex(), "created": "now",
         "kdf": {"name": "scrypt", "salt": salt.hex(), "n": 131072, "r": 8, "p": 1},
     }  # fmt: skip
     plain.put_bytes(layout.MARKER_KEY, json.dumps(record).encode())
 
     def store(key: str, data: bytes) -> bytes:
         (root / key).parent.mkdir(parents=True, exist_ok=True)
-        stored = v2_object(master, key, data)
+        stored = v2_object(master, key_id, key, data)
         (root / key).write_bytes(stored)
         return stored
 
@@ -625,3 +632,21 @@ def test_an_incremental_whose_parent_lost_an_object_is_refused(
     done = extract(runner, plain.root, "backup", IDS[1], str(dest), "--tablespace-dir", "ts")
     refused(done, "missing", f"backups/{IDS[0]}/")
     assert not dest.exists()
+
+
+def test_format_v1_objects_of_an_old_passphrase_repository(
+    tmp_path: Path, runner: list[str]
+) -> None:
+    """Made by janua-backup before format 2 and the kdf record (d885d3e): fixed salt,
+    key id v1, version-1 objects without the name in their AAD."""
+    root = tmp_path / "repo"
+    shutil.copytree(Path(__file__).parent / "repository/data/passphrase-v1", root)
+    assert b"kdf" not in (root / "repository.json").read_bytes()
+    assert (root / "wal/00000002.history").read_bytes()[5] == 1  # format version 1
+    expected = Repo(PosixStorage(root), EncodeSpec(key=Passphrase(PASSPHRASE)))
+    out = tmp_path / "history"
+    done = extract(
+        runner, root, "--passphrase-env", "REPO_PASS", "wal", "00000002.history", str(out), env=ENV
+    )
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes() == expected.get_bytes("wal/00000002.history")
