@@ -18,7 +18,7 @@ from janua_backup.repository.integrity import ProblemKind
 from janua_backup.repository.manifest import FileEntry, Manifest, StoredObject
 from janua_backup.repository.objects import Repo
 from janua_backup.storage.memory import MemoryStorage
-from tests.unit.repository.helpers import manifest, memory_repo
+from tests.unit.repository.helpers import manifest, memory_repo, segment_bytes
 
 MIB = 1024 * 1024  # the smallest WAL segment size initdb allows: keeps the tests quick
 BACKUP = "20261125T120000Z"
@@ -85,7 +85,7 @@ def store_backup(
 
 def archive(repo: Repo, first: int, last: int, tli: int = 1) -> None:
     for number in range(first, last + 1):
-        repo.put_bytes(layout.wal_key(seg(number, tli)), bytes(MIB))
+        repo.put_bytes(layout.wal_key(seg(number, tli)), segment_bytes(seg(number, tli), MIB))
 
 
 def history(repo: Repo, tli: int, parent: int, switch_seg: int) -> None:
