@@ -254,8 +254,13 @@ def _retry_later(
     delay = min(10.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
     if deadline is not None and time.monotonic() + delay > deadline:
         raise exc
-    log.warning(
-        "wal-fetch name=%s attempt=%d failed (%s); %s in %.1fs", name, attempt, exc, what, delay
+    log.warning(  # the message, not the error: a record must not keep the download alive
+        "wal-fetch name=%s attempt=%d failed (%s); %s in %.1fs",
+        name,
+        attempt,
+        exc.message,
+        what,
+        delay,
     )
     time.sleep(delay)
 

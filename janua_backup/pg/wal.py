@@ -567,13 +567,20 @@ def checked_segment(
     """
     head = b""
     size = 0
-    for chunk in chunks:
-        if len(head) < LONG_HEADER_BYTES:
-            head += chunk[: LONG_HEADER_BYTES - len(head)]
-            if len(head) == LONG_HEADER_BYTES:
-                check_segment_header(head, segment, system_identifier, pg_major=pg_major)
-        size += len(chunk)
-        yield chunk
+    source = iter(chunks)
+    try:
+        for chunk in source:
+            if len(head) < LONG_HEADER_BYTES:
+                head += chunk[: LONG_HEADER_BYTES - len(head)]
+                if len(head) == LONG_HEADER_BYTES:
+                    check_segment_header(head, segment, system_identifier, pg_major=pg_major)
+            size += len(chunk)
+            yield chunk
+    finally:
+        # Refused early, the source (a download) is closed now, not when collected.
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
     if len(head) < LONG_HEADER_BYTES:
         check_segment_header(head, segment, system_identifier, pg_major=pg_major)
     if whole and size != segment.segment_size:

@@ -221,6 +221,39 @@ def test_a_damaged_segment_cuts_the_window_like_a_missing_one(repo: Repo) -> Non
     assert result.backups[0].restorable_to_lsn == Lsn(6 * MIB)
 
 
+def test_segments_stored_under_each_others_names_are_damaged(repo: Repo) -> None:
+    """Issue 15, finding 2: swapped objects passed, and a restore promoted with rows missing."""
+    four, five = raw(repo, layout.wal_key(seg(4))), raw(repo, layout.wal_key(seg(5)))
+    rewrite(repo, layout.wal_key(seg(4)), five)
+    rewrite(repo, layout.wal_key(seg(5)), four)
+    result = check(repo)
+    damaged = [p for p in result.problems if p.kind is ProblemKind.DAMAGED_WAL]
+    assert [p.key for p in damaged] == [layout.wal_key(seg(4)), layout.wal_key(seg(5))]
+    assert f"the file named {seg(4)} holds segment {seg(5)}" in damaged[0].message
+    assert result.backups[0].restorable_to_lsn == Lsn(4 * MIB)
+
+
+def test_a_segment_of_another_cluster_is_damaged_not_a_crash(repo: Repo) -> None:
+    repo.put_bytes(layout.wal_key(seg(6)), segment_bytes(seg(6), MIB, sysid=43))
+    result = integrity.check(repo, MIB, jobs=3, system_identifier=42, pg_major=15)
+    damaged = [p for p in result.problems if p.kind is ProblemKind.DAMAGED_WAL]
+    assert [p.key for p in damaged] == [layout.wal_key(seg(6))]
+    assert "system identifier 43" in damaged[0].message
+    assert result.backups[0].restorable_to_lsn == Lsn(6 * MIB)
+
+
+def test_the_segment_of_a_timeline_switch_keeps_its_old_timeline_header() -> None:
+    """PostgreSQL copies the segment holding the switch point from the old timeline,
+    first page included: 000000020000000000000004 starts with timeline 1's header."""
+    repo = memory_repo()
+    store_backup(repo)
+    archive(repo, 2, 4, tli=1)
+    history(repo, 2, parent=1, switch_seg=4)
+    archive(repo, 5, 6, tli=2)
+    repo.put_bytes(layout.wal_key(seg(4, 2)), segment_bytes(seg(4, 1), MIB))
+    assert integrity.check(repo, MIB, jobs=3, system_identifier=42).problems == ()
+
+
 def test_a_timeline_switch_with_contiguous_wal_passes() -> None:
     repo = memory_repo()
     store_backup(repo)
