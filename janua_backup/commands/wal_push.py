@@ -137,13 +137,14 @@ def _push_sync(settings: Settings, path: Path, kind: WalFileKind, pgdata: Path) 
                 wal_segment_size=identity.wal_segment_size or 16 * 1024 * 1024,
                 pg_major=None,
             )
-            # The name again, now with the cluster's segment size and major version.
-            control.read_named_segment_header(
-                path,
-                segment_size=found.wal_segment_size,
-                system_identifier=found.system_identifier,
-                pg_major=found.pg_major,
-            )
+            if kind in (WalFileKind.SEGMENT, WalFileKind.PARTIAL):
+                # The name again, now with the cluster's segment size and major version.
+                control.read_named_segment_header(
+                    path,
+                    segment_size=found.wal_segment_size,
+                    system_identifier=found.system_identifier,
+                    pg_major=found.pg_major,
+                )
         else:
             existing = marker.read(repo)
             if existing is not None:

@@ -13,7 +13,7 @@ from janua_backup.config import CompressionSettings, RepoSettings, Settings
 from janua_backup.errors import FormatError, RepositoryMismatch
 from janua_backup.pg.wal import WalSegment
 from janua_backup.repository import marker, wal_archive
-from tests.unit.pg.builders import SYSID, segment_header
+from tests.unit.pg.builders import SYSID, control_bytes, segment_header
 
 MIB = 1024 * 1024
 
@@ -77,3 +77,22 @@ def test_wal_push_stores_the_segment_its_name_gives(settings: Settings, tmp_path
     assert wal_push.run(settings, str(path)).outcome == "stored"
     names = [w.name for w in wal_archive.list_archived(open_repo(settings))]
     assert names == [seg_7.name, switch.name]
+
+
+def test_history_and_backup_files_have_no_header_to_check(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checked through the data directory's pg_control (the archiver's working directory)."""
+    (tmp_path / "global").mkdir()
+    (tmp_path / "global" / "pg_control").write_bytes(control_bytes(seg_size=MIB))
+    monkeypatch.chdir(tmp_path)
+    seg_7 = WalSegment.from_number(1, 7, MIB)
+    assert wal_push.run(settings, str(write_segment(tmp_path / seg_7.name, seg_7))).outcome == (
+        "stored"
+    )
+    label = tmp_path / f"{seg_7.name}.00000028.backup"
+    label.write_text("START WAL LOCATION: 0/700028 (file 000000010000000000000007)\n")
+    history = tmp_path / "00000002.history"
+    history.write_text("1\t0/700100\tno recovery target specified\n")
+    assert wal_push.run(settings, str(label)).outcome == "stored"
+    assert wal_push.run(settings, str(history)).outcome == "stored"
