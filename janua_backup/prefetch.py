@@ -37,10 +37,11 @@ when it is on another filesystem):
   beyond 1 MiB when a new prefetcher starts).
 
 Verification: a file here is used only if its size is the cluster's segment
-size and its first page header names the same timeline, segment and system
-identifier (``pg_control`` of the data directory being recovered) as the name
-PostgreSQL asked for. A file that fails is deleted and the segment is fetched
-from the archive as if it had never been prefetched. The full check (archive
+size and its first page header passes ``wal.check_segment_header`` for the name
+PostgreSQL asked for and the system identifier in ``pg_control`` of the data
+directory being recovered (the check ``wal-fetch`` applies to the archive too).
+A file that fails is deleted and the segment is fetched from the archive as if
+it had never been prefetched. The full check (archive
 checksums) happened before the file got its name; fsync before the rename
 makes that check still hold after a crash.
 
@@ -77,7 +78,7 @@ from janua_backup.errors import FormatError, InputError, JanuaError
 from janua_backup.localfs import atomic_write, read_chunks
 from janua_backup.pg import control
 from janua_backup.pg.control import ControlData
-from janua_backup.pg.wal import WalSegment
+from janua_backup.pg.wal import WalSegment, check_segment_header, checked_segment
 from janua_backup.spool import resolve_root, shell_path
 
 log = logging.getLogger(__name__)
@@ -160,10 +161,10 @@ def check_segment(
 ) -> None:
     """Raise ``FormatError`` or ``RepositoryMismatch`` unless these are ``segment``'s bytes.
 
-    ``head`` is the start of the file (at least the 40-byte long page header).
+    ``head`` is the start of the file (at least the 40-byte long page header);
+    the check is ``wal.check_segment_header``, the one every path uses.
     """
-    header = control.parse_segment_header(head)
-    control.verify_segment_header(header, segment, system_identifier)
+    check_segment_header(head, segment, system_identifier)
     if size_bytes != segment.segment_size:
         raise FormatError(
             f"{segment.name} is {size_bytes} bytes long, not the segment size "
@@ -180,16 +181,7 @@ def verified(
     the last chunk, comes before the rename, so a segment that fails never
     gets its name.
     """
-    head = b""
-    size = 0
-    for chunk in chunks:
-        if len(head) < HEADER_BYTES:
-            head += chunk[: HEADER_BYTES - len(head)]
-            if len(head) >= HEADER_BYTES:
-                check_segment(head, segment.segment_size, segment, system_identifier)
-        size += len(chunk)
-        yield chunk
-    check_segment(head, size, segment, system_identifier)
+    return checked_segment(chunks, segment, system_identifier)
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,7 +75,9 @@ def wal_fetch(wal_name: str, destination: str) -> None:
 
     Exits 1 only when the archive confirmed it does not have the file. If
     storage cannot be read, it retries, then exits 128 so PostgreSQL stops
-    recovery instead of ending it early (a standby is told "not yet").
+    recovery instead of ending it early (a standby is told "not yet"). A file
+    that fails its checks (checksum, key, or a segment whose page header is not
+    the one its name gives) is read three times at most, then exits 128.
     """
     from pathlib import Path
 

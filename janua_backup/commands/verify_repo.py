@@ -69,7 +69,12 @@ def run(
         return RepoVerifyResult(repo.describe(), (), 0, 0, 0, (problem,), time.monotonic() - began)
     marker.check_key(repo, found)
     checked = integrity.check(
-        repo, found.wal_segment_size, jobs=jobs or common.jobs(settings), backup_id=backup_id
+        repo,
+        found.wal_segment_size,
+        jobs=jobs or common.jobs(settings),
+        backup_id=backup_id,
+        system_identifier=found.system_identifier,
+        pg_major=found.pg_major,
     )
     result = RepoVerifyResult(
         repository=repo.describe(),

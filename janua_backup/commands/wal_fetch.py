@@ -4,9 +4,14 @@ PostgreSQL reads exit codes 1-125 as "the archive does not have this file".
 During archive recovery to the end of the archive, that answer makes it
 promote, so saying "not found" because the network blinked ends recovery
 early with data missing. So: "not found" only when storage confirmed the
-object is absent; every other failure is retried with backoff until a
+object is absent; a storage failure is retried with backoff until a
 deadline, then reported as fatal (the CLI exits above 125 and PostgreSQL
 stops recovery) or, for a standby, as "not yet available" so it keeps trying.
+An object that fails its checks (checksum, decryption, or a segment whose
+first page header is not the one its name gives: an object stored under
+another segment's name) is read again at most twice, since only a transfer
+cut short heals that way, and then reported as fatal at once. Nothing that
+fails a check is ever written at ``%p``.
 
 Prefetch (``wal.prefetch_segments`` > 0, a segment asked for during archive
 recovery): the segment is taken from the prefetch spool when a checked copy
@@ -28,22 +33,37 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from janua_backup import prefetch
 from janua_backup.config import Settings
 from janua_backup.errors import (
-    DecryptionError,
+    FormatError,
     IntegrityError,
     JanuaError,
     ObjectNotFound,
+    RepositoryMismatch,
     StorageError,
 )
-from janua_backup.pg.wal import WalFileKind, WalSegment, classify
+from janua_backup.pg.wal import WalFileKind, WalSegment, checked_segment, classify, header_segment
 from janua_backup.prefetch import PrefetchSpool
 
+if TYPE_CHECKING:
+    from janua_backup.repository.objects import Repo
+
 log = logging.getLogger(__name__)
+
+INTEGRITY_READS = 3
+"""Reads of an object that fails its checks before wal-fetch exits 128: the first and two
+more. A transfer cut short heals on a re-read; a damaged object, a wrong key or a segment
+stored under another segment's name does not heal with time, and PostgreSQL should stop
+recovery at once rather than after the transport retries' deadline."""
+
+_DAMAGE = (IntegrityError, FormatError, RepositoryMismatch)  # DecryptionError included
+_Check = Callable[[Iterable[bytes]], Iterable[bytes]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +99,7 @@ def run(settings: Settings, name: str, dest: str, *, pgdata: Path = Path(".")) -
                 result.duration_s,
             )
             return result
-    return _from_archive(settings, name, dest, started)
+    return _from_archive(settings, name, dest, started, pgdata)
 
 
 def _from_spool(settings: Settings, name: str, dest: Path, pgdata: Path) -> int | None:
@@ -186,34 +206,36 @@ def prefetcher_argv(settings: Settings, pgdata: Path, after: str, lock_fd: int) 
     return [*argv, "wal-prefetch", after, "--lock-fd", str(lock_fd)]
 
 
-def _from_archive(settings: Settings, name: str, dest: str, started: float) -> WalFetchResult:
+def _from_archive(
+    settings: Settings, name: str, dest: str, started: float, pgdata: Path
+) -> WalFetchResult:
+    """The archive's answer, retried while storage fails; read at most ``INTEGRITY_READS``
+    times while what it serves fails its checks."""
     from janua_backup.commands.common import open_repo
     from janua_backup.repository import wal_archive
 
     repo = open_repo(settings, quick_start=True)
     deadline = time.monotonic() + settings.wal.fetch_retry_deadline_s
-    attempt = 0
+    attempt = damaged = 0
+    check: _Check | None = None
+    checked = False  # check is known (None: this kind of file has no page header)
     while True:
         attempt += 1
         try:
-            size = wal_archive.fetch(repo, name, Path(dest))
+            if not checked:
+                check, checked = _header_check(repo, name, pgdata), True
+            size = wal_archive.fetch(repo, name, Path(dest), check=check)
         except ObjectNotFound:
             log.debug("wal-fetch name=%s not in archive", name)
             return WalFetchResult(name, False, 0, attempt, time.monotonic() - started)
-        except DecryptionError:
-            raise  # a wrong key does not get better with time
-        except (StorageError, IntegrityError) as exc:
-            delay = min(10.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-            if time.monotonic() + delay > deadline:
+        except _DAMAGE as exc:
+            damaged += 1
+            if damaged >= INTEGRITY_READS:
                 raise
-            log.warning(
-                "wal-fetch name=%s attempt=%d failed (%s); retrying in %.1fs",
-                name,
-                attempt,
-                exc,
-                delay,
-            )
-            time.sleep(delay)
+            _retry_later(name, attempt, exc, "reading it again", None)
+            continue
+        except StorageError as exc:
+            _retry_later(name, attempt, exc, "retrying", deadline)
             continue
         result = WalFetchResult(name, True, size, attempt, time.monotonic() - started)
         log.info(
@@ -223,3 +245,58 @@ def _from_archive(settings: Settings, name: str, dest: str, started: float) -> W
             result.duration_s,
         )
         return result
+
+
+def _retry_later(
+    name: str, attempt: int, exc: JanuaError, what: str, deadline: float | None
+) -> None:
+    """Sleep before the next attempt; re-raise ``exc`` if that would pass ``deadline``."""
+    delay = min(10.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+    if deadline is not None and time.monotonic() + delay > deadline:
+        raise exc
+    log.warning(  # the message, not the error: a record must not keep the download alive
+        "wal-fetch name=%s attempt=%d failed (%s); %s in %.1fs",
+        name,
+        attempt,
+        exc.message,
+        what,
+        delay,
+    )
+    time.sleep(delay)
+
+
+def _header_check(repo: Repo, name: str, pgdata: Path) -> _Check | None:
+    """How the fetched bytes of ``name`` are checked: a segment's page header against its
+    name (``wal.check_segment_header``); None for a file without one (history, backup).
+
+    In a data directory in recovery, against its ``pg_control``: what PostgreSQL
+    itself compares with, and no request. Run anywhere else, against the
+    repository's marker (one small GET).
+    """
+    from janua_backup.pg import control
+    from janua_backup.repository import marker
+
+    kind = classify(name)
+    if kind not in (WalFileKind.SEGMENT, WalFileKind.PARTIAL):
+        return None
+    ctl = prefetch.recovery_control(pgdata)
+    if ctl is not None:
+        system_identifier, segment_size = ctl.system_identifier, ctl.wal_segment_size
+        try:
+            pg_major: int | None = control.read_major_version(pgdata)
+        except JanuaError:
+            pg_major = None
+    else:
+        found = marker.read(repo)
+        if found is None:
+            return None  # nothing was ever pushed here: the object cannot exist either
+        system_identifier, segment_size = found.system_identifier, found.wal_segment_size
+        pg_major = found.pg_major
+    segment = header_segment(name, segment_size)
+    assert segment is not None  # a segment or a .partial, as classified above
+    whole = kind is WalFileKind.SEGMENT  # a .partial file may be shorter
+
+    def check(chunks: Iterable[bytes]) -> Iterator[bytes]:
+        return checked_segment(chunks, segment, system_identifier, pg_major=pg_major, whole=whole)
+
+    return check

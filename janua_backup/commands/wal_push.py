@@ -67,8 +67,7 @@ def identify(path: Path, kind: WalFileKind, pgdata: Path) -> ClusterIdentity:
     from janua_backup.pg import control
 
     if kind in (WalFileKind.SEGMENT, WalFileKind.PARTIAL):
-        with path.open("rb") as handle:
-            header = control.parse_segment_header(handle.read(8192))
+        header = control.read_named_segment_header(path)  # refused unless it is `path.name`
         return ClusterIdentity(header.system_identifier, header.segment_size)
     if (pgdata / "global" / "pg_control").exists():
         return ClusterIdentity(control.read_system_identifier(pgdata), None)
@@ -116,6 +115,7 @@ even incompressible, is one PUT; bigger segments are uploaded in parts this big.
 
 def _push_sync(settings: Settings, path: Path, kind: WalFileKind, pgdata: Path) -> str:
     from janua_backup.commands.common import open_repo
+    from janua_backup.pg import control
     from janua_backup.repository import marker, wal_archive
 
     identity = identify(path, kind, pgdata)
@@ -131,12 +131,20 @@ def _push_sync(settings: Settings, path: Path, kind: WalFileKind, pgdata: Path) 
 
     def check_marker() -> None:
         if identity.system_identifier is not None:
-            marker.ensure(
+            found = marker.ensure(
                 repo,
                 system_identifier=identity.system_identifier,
                 wal_segment_size=identity.wal_segment_size or 16 * 1024 * 1024,
                 pg_major=None,
             )
+            if kind in (WalFileKind.SEGMENT, WalFileKind.PARTIAL):
+                # The name again, now with the cluster's segment size and major version.
+                control.read_named_segment_header(
+                    path,
+                    segment_size=found.wal_segment_size,
+                    system_identifier=found.system_identifier,
+                    pg_major=found.pg_major,
+                )
         else:
             existing = marker.read(repo)
             if existing is not None:

@@ -6,7 +6,8 @@ segment in the spool, when ``[wal] archive_async = true``. One run:
 1. takes the spool's worker lock, or returns at once: one worker per cluster;
 2. opens the repository and checks the marker once, with the system
    identifier from the first segment's header (as a synchronous push does
-   per call); every segment's header must name that same cluster;
+   per call); every segment's header must name that same cluster, and the
+   segment its file name gives (``wal.check_segment_header``);
 3. keeps up to ``wal.async_jobs`` segments (default: one per core) in flight,
    oldest first, each pushed by ``wal_archive.push`` in a thread: the
    same-or-error rule, durable when it returns. zlib, zstd, hashlib and
@@ -41,7 +42,7 @@ from pathlib import Path
 from janua_backup import spool
 from janua_backup.commands.common import open_repo
 from janua_backup.config import Settings
-from janua_backup.errors import InputError, JanuaError, RepositoryMismatch, StorageError
+from janua_backup.errors import InputError, JanuaError, StorageError
 from janua_backup.pg import control
 from janua_backup.repository import marker, wal_archive
 from janua_backup.repository.objects import Repo
@@ -113,7 +114,7 @@ class _Run:
         self.jobs = settings.wal.async_jobs or os.cpu_count() or 1
         self.cap = settings.wal.async_max_segments
         self.repo: Repo | None = None
-        self.system_identifier = 0
+        self.marker: marker.Marker | None = None
         self.in_flight: dict[Future[_Pushed], str] = {}
         self.stored = self.already = self.failed = self.size_bytes = 0
 
@@ -170,7 +171,7 @@ class _Run:
         try:
             header = control.read_segment_header(self.pg_wal / todo[0])
             repo = open_repo(self.settings)
-            marker.ensure(
+            found = marker.ensure(
                 repo,
                 system_identifier=header.system_identifier,
                 wal_segment_size=header.segment_size,
@@ -181,22 +182,23 @@ class _Run:
                 spool.write_error(self.directory, name, error.message, error.exit_code)
                 self.failed += 1
             raise
-        self.repo, self.system_identifier = repo, header.system_identifier
+        self.repo, self.marker = repo, found
 
     def _push(self, name: str) -> _Pushed:
         """One segment, in a pool thread. Raises JanuaError for a failure of this segment."""
-        assert self.repo is not None
+        assert self.repo is not None and self.marker is not None
         path = self.pg_wal / name
         try:
             identity = spool.FileIdentity.of(path)
         except OSError as exc:
             raise InputError(f"cannot read {path}: {exc.strerror}") from exc
-        header = control.read_segment_header(path)
-        if header.system_identifier != self.system_identifier:
-            raise RepositoryMismatch(
-                f"{name} belongs to the cluster with system identifier "
-                f"{header.system_identifier}, the repository to {self.system_identifier}"
-            )
+        # Nothing is stored unless the file is the segment its name says, of this cluster.
+        control.read_named_segment_header(
+            path,
+            segment_size=self.marker.wal_segment_size,
+            system_identifier=self.marker.system_identifier,
+            pg_major=self.marker.pg_major,
+        )
         outcome = wal_archive.push(self.repo, name, path)
         return _Pushed(name, identity, outcome.value)
 

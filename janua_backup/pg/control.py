@@ -1,23 +1,21 @@
-"""What PostgreSQL's binary files say without a server: ``pg_control`` and WAL segment headers.
+"""What PostgreSQL's binary files say without a server: ``pg_control``, and the first page
+header of a WAL segment file read from disk.
 
 Pure reading of bytes and local files; imports nothing of storage, pipeline or
 psycopg, so ``wal-push`` can tell which cluster a segment belongs to (and that
-it really is the segment its name claims) without a database connection.
+it really is the segment its name claims) without a database connection. The
+page header's layout and the check of it against a name live in ``pg.wal``
+(pure, no I/O), where the repository can use them too.
 
-Layouts (all little-endian, the byte order of every platform we run on):
-
-* ``pg_control`` (``ControlFileData``): ``system_identifier`` u64 at 0,
-  ``pg_control_version`` u32 at 8, ``catalog_version_no`` u32 at 12; these
-  never move. Further fields shift between major versions (PostgreSQL 17 put
-  ``wal_level`` into the checkpoint copy), so the WAL sizes are found from the
-  ``floatFormat`` constant 1234567.0 that precedes ``blcksz``, ``relseg_size``,
-  ``xlog_blcksz`` and ``xlog_seg_size``, and the whole prefix is verified by
-  the CRC-32C that ends the struct. Checked against ``pg_controldata`` of a
-  PostgreSQL 15 cluster (1 MiB and 16 MiB segments).
-* ``XLogLongPageHeaderData`` at the start of each segment: ``xlp_magic`` u16,
-  ``xlp_info`` u16, ``xlp_tli`` u32, ``xlp_pageaddr`` u64, ``xlp_rem_len`` u32,
-  4 bytes of padding, ``xlp_sysid`` u64, ``xlp_seg_size`` u32,
-  ``xlp_xlog_blcksz`` u32: 40 bytes.
+Layout of ``pg_control`` (``ControlFileData``, little-endian, the byte order of
+every platform we run on): ``system_identifier`` u64 at 0,
+``pg_control_version`` u32 at 8, ``catalog_version_no`` u32 at 12; these
+never move. Further fields shift between major versions (PostgreSQL 17 put
+``wal_level`` into the checkpoint copy), so the WAL sizes are found from the
+``floatFormat`` constant 1234567.0 that precedes ``blcksz``, ``relseg_size``,
+``xlog_blcksz`` and ``xlog_seg_size``, and the whole prefix is verified by
+the CRC-32C that ends the struct. Checked against ``pg_controldata`` of a
+PostgreSQL 15 cluster (1 MiB and 16 MiB segments).
 """
 
 from __future__ import annotations
@@ -27,19 +25,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from janua_backup.errors import FormatError, InputError, RepositoryMismatch
-from janua_backup.pg.wal import Lsn, WalSegment, check_segment_size
+from janua_backup.errors import FormatError, InputError
+from janua_backup.pg.wal import (
+    DEFAULT_SEGMENT_SIZE,
+    LONG_HEADER_BYTES,
+    SegmentHeader,
+    check_segment_header,
+    header_segment,
+    parse_segment_header,
+)
 
 CONTROL_FILE = Path("global", "pg_control")
 _SCAN_LIMIT = 512  # PG_CONTROL_MAX_SAFE_SIZE: the used part of pg_control stays within one sector
 _FLOAT_FORMAT = struct.pack("<d", 1234567.0)
 _READ_ATTEMPTS = 10  # PostgreSQL rewrites pg_control in place; a torn read passes on retry
 _RETRY_DELAY_S = 0.01
-
-XLP_LONG_HEADER = 0x0002
-_XLP_ALL_FLAGS = 0x000F
-_LONG_HEADER = struct.Struct("<HHIQI4xQII")
-_PAGE_MAGIC_MAJOR = {0xD106: 13, 0xD10D: 14, 0xD110: 15, 0xD113: 16, 0xD116: 17}
 
 
 def _crc32c_table() -> tuple[int, ...]:
@@ -163,86 +163,34 @@ def read_major_version(pgdata: Path) -> int:
         raise FormatError(f"{pgdata / 'PG_VERSION'} does not hold a version number") from exc
 
 
-@dataclass(frozen=True, slots=True)
-class SegmentHeader:
-    """The long page header at the start of a WAL segment."""
-
-    magic: int
-    info: int
-    timeline: int
-    page_address: Lsn
-    rem_len: int
-    system_identifier: int
-    segment_size: int
-    block_size: int
-
-    @property
-    def pg_major(self) -> int | None:
-        """The major version that wrote the segment, if its ``XLOG_PAGE_MAGIC`` is known."""
-        return _PAGE_MAGIC_MAJOR.get(self.magic)
-
-    @property
-    def segment(self) -> WalSegment:
-        """The segment this header says it starts (timeline and page address)."""
-        return WalSegment.from_lsn(self.timeline, self.page_address, self.segment_size)
-
-
-def parse_segment_header(first_page: bytes) -> SegmentHeader:
-    """Decode and sanity-check the first 40 bytes of a WAL segment."""
-    if len(first_page) < _LONG_HEADER.size:
-        raise FormatError(
-            f"a WAL segment starts with a {_LONG_HEADER.size}-byte header; got {len(first_page)}"
-        )
-    magic, info, tli, pageaddr, rem_len, sysid, seg_size, blcksz = _LONG_HEADER.unpack_from(
-        first_page
-    )
-    problem = _header_problem(magic, info, tli, pageaddr, seg_size, blcksz)
-    if problem:
-        raise FormatError(f"not a WAL segment header: {problem}")
-    return SegmentHeader(magic, info, tli, Lsn(pageaddr), rem_len, sysid, seg_size, blcksz)
-
-
-def _header_problem(
-    magic: int, info: int, tli: int, pageaddr: int, seg_size: int, blcksz: int
-) -> str:
-    # Every XLOG_PAGE_MAGIC since 9.0 is 0xD0xx or 0xD1xx; zero means a zero-filled file.
-    if magic >> 8 not in (0xD0, 0xD1):
-        return f"magic 0x{magic:04X} is not PostgreSQL's (zero-filled or foreign file?)"
-    if not info & XLP_LONG_HEADER or info & ~_XLP_ALL_FLAGS:
-        return f"xlp_info 0x{info:04X} lacks the long-header bit of a segment's first page"
-    if tli == 0:
-        return "timeline 0"
-    try:
-        check_segment_size(seg_size)
-    except InputError:
-        return f"segment size {seg_size} is not a power of two between 1 MiB and 1 GiB"
-    if not _is_power_of_two(blcksz, 1024, 65536):
-        return f"WAL block size {blcksz} is not a power of two between 1 kB and 64 kB"
-    if pageaddr % seg_size:
-        return f"page address {Lsn(pageaddr)} is not at a segment boundary"
-    return ""
-
-
 def read_segment_header(path: Path) -> SegmentHeader:
-    return parse_segment_header(_read_bytes(path, _LONG_HEADER.size, "cannot read its header"))
+    """The long page header of the segment file at ``path``, sanity-checked; whether it is
+    the segment its name says is ``wal.check_segment_header``."""
+    return parse_segment_header(_read_bytes(path, LONG_HEADER_BYTES, "cannot read its header"))
 
 
-def verify_segment_header(
-    header: SegmentHeader, segment: WalSegment, system_identifier: int
-) -> None:
-    """Check a segment's header against its name and the repository's cluster.
+def read_named_segment_header(
+    path: Path,
+    *,
+    segment_size: int | None = None,
+    system_identifier: int | None = None,
+    pg_major: int | None = None,
+) -> SegmentHeader:
+    """The header of the segment (or ``.partial``) file at ``path``, refused unless it
+    starts the segment its file name gives (``wal.check_segment_header``).
 
-    A recycled segment (renamed ahead of use) still carries its old page
-    address; archiving it under the new name would corrupt the archive.
+    For ``wal-push``: a file PostgreSQL renamed for reuse, or one copied under
+    the wrong name, would be archived as a segment it is not. Without
+    ``segment_size`` the header's own is believed (for the first look, before
+    the repository's marker, which gives the cluster's, is known).
     """
-    if header.system_identifier != system_identifier:
-        raise RepositoryMismatch(
-            f"WAL segment {segment.name} belongs to the cluster with system identifier "
-            f"{header.system_identifier}, but this repository holds cluster "
-            f"{system_identifier}; check the repository settings of this server"
-        )
-    if header.segment != segment:
-        raise FormatError(
-            f"the file named {segment.name} holds segment {header.segment.name} "
-            f"({header.segment_size} bytes per segment); it is not the segment its name says"
-        )
+    head = _read_bytes(path, LONG_HEADER_BYTES, "cannot read its header")
+    if segment_size is None:
+        try:
+            segment_size = parse_segment_header(head).segment_size
+        except FormatError:
+            segment_size = DEFAULT_SEGMENT_SIZE  # the check below says what is wrong
+    segment = header_segment(path.name, segment_size)
+    if segment is None:
+        raise InputError(f"{path.name} is not a WAL segment: it has no page header")
+    return check_segment_header(head, segment, system_identifier, pg_major=pg_major)

@@ -1,4 +1,5 @@
-"""PostgreSQL's WAL vocabulary as types: LSNs, segment names, timelines and their histories.
+"""PostgreSQL's WAL vocabulary as types: LSNs, segment names, timelines and their histories,
+and the long page header that opens every segment file.
 
 Pure: no I/O, nothing of storage, pipeline or psycopg; imports only ``errors``. Names
 are validated exactly as PostgreSQL writes them (uppercase hex): a name that merely
@@ -10,11 +11,12 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterator, Sequence
+import struct
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import overload
 
-from janua_backup.errors import FormatError, InputError, TargetOutOfRange
+from janua_backup.errors import FormatError, InputError, RepositoryMismatch, TargetOutOfRange
 
 DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
 MIN_SEGMENT_SIZE = 1024 * 1024
@@ -396,3 +398,193 @@ def path_segments(
         stop = -(-end_lsn.value // size) if end_lsn > span.begin_lsn else first
         yield from (WalSegment.from_number(span.timeline, n, size) for n in range(first, stop))
         return
+
+
+# -- the first page of a segment ----------------------------------------------------------
+#
+# ``XLogLongPageHeaderData`` (little-endian, the byte order of every platform we run on):
+# ``xlp_magic`` u16, ``xlp_info`` u16, ``xlp_tli`` u32, ``xlp_pageaddr`` u64,
+# ``xlp_rem_len`` u32, 4 bytes of padding, ``xlp_sysid`` u64, ``xlp_seg_size`` u32,
+# ``xlp_xlog_blcksz`` u32: 40 bytes.
+
+XLP_LONG_HEADER = 0x0002
+_XLP_ALL_FLAGS = 0x000F
+_LONG_HEADER = struct.Struct("<HHIQI4xQII")
+LONG_HEADER_BYTES = _LONG_HEADER.size
+PAGE_MAGIC = {13: 0xD106, 14: 0xD10D, 15: 0xD110, 16: 0xD113, 17: 0xD116}
+"""``XLOG_PAGE_MAGIC`` of each major version: a server reads only its own."""
+_PAGE_MAGIC_MAJOR = {magic: major for major, magic in PAGE_MAGIC.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentHeader:
+    """The long page header at the start of a WAL segment."""
+
+    magic: int
+    info: int
+    timeline: int
+    page_address: Lsn
+    rem_len: int
+    system_identifier: int
+    segment_size: int
+    block_size: int
+
+    @property
+    def pg_major(self) -> int | None:
+        """The major version that wrote the segment, if its ``XLOG_PAGE_MAGIC`` is known."""
+        return _PAGE_MAGIC_MAJOR.get(self.magic)
+
+    @property
+    def segment(self) -> WalSegment:
+        """The segment this header says it starts (timeline and page address)."""
+        return WalSegment.from_lsn(self.timeline, self.page_address, self.segment_size)
+
+
+def parse_segment_header(first_page: bytes) -> SegmentHeader:
+    """Decode and sanity-check the first 40 bytes of a WAL segment."""
+    if len(first_page) < LONG_HEADER_BYTES:
+        raise FormatError(
+            f"a WAL segment starts with a {LONG_HEADER_BYTES}-byte header; got {len(first_page)}"
+        )
+    magic, info, tli, pageaddr, rem_len, sysid, seg_size, blcksz = _LONG_HEADER.unpack_from(
+        first_page
+    )
+    problem = _header_problem(magic, info, tli, pageaddr, seg_size, blcksz)
+    if problem:
+        raise FormatError(f"not a WAL segment header: {problem}")
+    return SegmentHeader(magic, info, tli, Lsn(pageaddr), rem_len, sysid, seg_size, blcksz)
+
+
+def _header_problem(
+    magic: int, info: int, tli: int, pageaddr: int, seg_size: int, blcksz: int
+) -> str:
+    # Every XLOG_PAGE_MAGIC since 9.0 is 0xD0xx or 0xD1xx; zero means a zero-filled file.
+    if magic >> 8 not in (0xD0, 0xD1):
+        return f"magic 0x{magic:04X} is not PostgreSQL's (zero-filled or foreign file?)"
+    if not info & XLP_LONG_HEADER or info & ~_XLP_ALL_FLAGS:
+        return f"xlp_info 0x{info:04X} lacks the long-header bit of a segment's first page"
+    if tli == 0:
+        return "timeline 0"
+    try:
+        check_segment_size(seg_size)
+    except InputError:
+        return f"segment size {seg_size} is not a power of two between 1 MiB and 1 GiB"
+    if not 1024 <= blcksz <= 65536 or blcksz & (blcksz - 1):
+        return f"WAL block size {blcksz} is not a power of two between 1 kB and 64 kB"
+    if pageaddr % seg_size:
+        return f"page address {Lsn(pageaddr)} is not at a segment boundary"
+    return ""
+
+
+def header_segment(name: str, segment_size: int) -> WalSegment | None:
+    """The segment whose first page header a WAL file called ``name`` starts with.
+
+    A ``.partial`` file is its segment renamed (the same header); history and
+    backup history files are text and have no page header: None.
+    """
+    kind = classify(name)
+    if kind is WalFileKind.PARTIAL:
+        return WalSegment.parse(name.removesuffix(".partial"), segment_size)
+    if kind is WalFileKind.SEGMENT:
+        return WalSegment.parse(name, segment_size)
+    return None
+
+
+def check_segment_header(
+    head: bytes,
+    segment: WalSegment,
+    system_identifier: int | None,
+    *,
+    pg_major: int | None = None,
+) -> SegmentHeader:
+    """The header ``head`` starts with, if it is the first page of ``segment`` of this cluster.
+
+    The one check of a segment against its name, used wherever a segment is
+    pushed, fetched, prefetched or verified: an object stored under another
+    segment's name would otherwise be replayed as that segment, and recovery
+    would stop early at "unexpected pageaddr" and promote with data missing.
+    It is PostgreSQL's own test (``XLogReaderValidatePageHeader``), no stricter:
+    the magic of the major version (when known), the long-header bit, the
+    system identifier (when known), the segment size, and the page address,
+    which must be the start of the segment the name gives. The timeline may be
+    older than the name's: the segment holding a timeline switch is copied
+    from the old timeline, first page included (PostgreSQL only checks that
+    timelines never go backwards from page to page); it can never be newer.
+    ``FormatError`` for a file that is not this segment, ``RepositoryMismatch``
+    for another cluster's.
+    """
+    if len(head) < LONG_HEADER_BYTES:
+        raise FormatError(
+            f"WAL segment {segment.name} is {len(head)} bytes long, shorter than the "
+            f"{LONG_HEADER_BYTES}-byte header every segment starts with"
+        )
+    try:
+        header = parse_segment_header(head)
+    except FormatError as exc:
+        raise FormatError(f"WAL segment {segment.name} is damaged: {exc.message}") from exc
+    expected_magic = PAGE_MAGIC.get(pg_major) if pg_major is not None else None
+    if expected_magic is not None and header.magic != expected_magic:
+        written_by = header.pg_major or f"a version with page magic 0x{header.magic:04X}"
+        raise FormatError(
+            f"WAL segment {segment.name} was written by PostgreSQL {written_by}, "
+            f"not by PostgreSQL {pg_major} like this repository"
+        )
+    if system_identifier is not None and header.system_identifier != system_identifier:
+        raise RepositoryMismatch(
+            f"WAL segment {segment.name} belongs to the cluster with system identifier "
+            f"{header.system_identifier}, but this repository holds cluster "
+            f"{system_identifier}; check the repository settings of this server"
+        )
+    if header.segment_size != segment.segment_size:
+        raise FormatError(
+            f"WAL segment {segment.name} says its segments are {header.segment_size} bytes, "
+            f"not {segment.segment_size} like this cluster's; it is another cluster's file"
+        )
+    if header.page_address != segment.start_lsn or header.timeline > segment.timeline:
+        raise FormatError(
+            f"the file named {segment.name} holds segment {header.segment.name} (its header "
+            f"says page address {header.page_address} on timeline {header.timeline}); "
+            "it is not the segment its name says"
+        )
+    return header
+
+
+def checked_segment(
+    chunks: Iterable[bytes],
+    segment: WalSegment,
+    system_identifier: int | None,
+    *,
+    pg_major: int | None = None,
+    whole: bool = True,
+) -> Iterator[bytes]:
+    """Pass ``chunks`` (a segment file's bytes) through, ``check_segment_header`` on the way.
+
+    The header is checked as soon as its bytes went by, before the rest is
+    read; a file too short for it at the end. ``whole``: the file must also be
+    exactly one segment long (a ``.partial`` file need not be). Meant as the
+    input of ``atomic_write``: raised even after the last chunk, the error
+    comes before the rename, so bytes that fail never get the segment's name.
+    """
+    head = b""
+    size = 0
+    source = iter(chunks)
+    try:
+        for chunk in source:
+            if len(head) < LONG_HEADER_BYTES:
+                head += chunk[: LONG_HEADER_BYTES - len(head)]
+                if len(head) == LONG_HEADER_BYTES:
+                    check_segment_header(head, segment, system_identifier, pg_major=pg_major)
+            size += len(chunk)
+            yield chunk
+    finally:
+        # Refused early, the source (a download) is closed now, not when collected.
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+    if len(head) < LONG_HEADER_BYTES:
+        check_segment_header(head, segment, system_identifier, pg_major=pg_major)
+    if whole and size != segment.segment_size:
+        raise FormatError(
+            f"WAL segment {segment.name} is {size} bytes long, not the segment size "
+            f"{segment.segment_size}"
+        )

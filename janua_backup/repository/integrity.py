@@ -36,8 +36,16 @@ from janua_backup.errors import (
     InputError,
     IntegrityError,
     ObjectNotFound,
+    RepositoryMismatch,
 )
-from janua_backup.pg.wal import Lsn, TimelineHistory, WalFileKind, WalSegment, classify
+from janua_backup.pg.wal import (
+    Lsn,
+    TimelineHistory,
+    WalFileKind,
+    WalSegment,
+    checked_segment,
+    classify,
+)
 from janua_backup.pipeline.stream import Digest
 from janua_backup.repository import catalog, layout, wal_archive, window
 from janua_backup.repository.manifest import FileEntry, Manifest, StoredObject
@@ -136,8 +144,20 @@ class _Path:
     beyond: int  # archived segments on the path after the gap: what the gap costs
 
 
-def check(repo: Repo, segment_size: int, *, jobs: int, backup_id: str | None = None) -> RepoCheck:
-    """Checks every committed backup (or only ``backup_id``) and the WAL they need."""
+def check(
+    repo: Repo,
+    segment_size: int,
+    *,
+    jobs: int,
+    backup_id: str | None = None,
+    system_identifier: int | None = None,
+    pg_major: int | None = None,
+) -> RepoCheck:
+    """Checks every committed backup (or only ``backup_id``) and the WAL they need.
+
+    Each segment's first page header must be the one its name gives, of the
+    cluster ``system_identifier`` (the marker's): ``wal.check_segment_header``.
+    """
     problems: list[Problem] = []
     manifests = _manifests(repo, backup_id, problems)
     if not manifests and backup_id is None and not problems:
@@ -154,7 +174,8 @@ def check(repo: Repo, segment_size: int, *, jobs: int, backup_id: str | None = N
     needed = {w.name: w for ps in paths.values() for p in ps for w in p.needed}
     objects = _object_jobs(manifests)
     tasks = [_object_task(repo, key, job) for key, job in _big_first(objects)]
-    tasks += [_wal_task(repo, wal, segment_size) for _, wal in sorted(needed.items())]
+    cluster = _Cluster(segment_size, system_identifier, pg_major)
+    tasks += [_wal_task(repo, wal, cluster) for _, wal in sorted(needed.items())]
     reads = run_bounded(tasks, lambda task: task(), jobs)
     problems += [p for r in reads for p in r.problems]
     by_object = {r.key: r for r in reads if r.key is not None}
@@ -434,16 +455,30 @@ def _check_object(
     return _Read(backup_id, obj.name, counted.bytes_read, mismatches, object_key)
 
 
-def _wal_task(repo: Repo, wal: ArchivedWal, segment_size: int) -> Callable[[], _Read]:
-    return lambda: _check_wal(repo, wal, segment_size)
+@dataclass(frozen=True, slots=True)
+class _Cluster:
+    """What every segment's first page header must say (``wal.check_segment_header``)."""
+
+    segment_size: int
+    system_identifier: int | None
+    pg_major: int | None
 
 
-def _check_wal(repo: Repo, wal: ArchivedWal, segment_size: int) -> _Read:
+def _wal_task(repo: Repo, wal: ArchivedWal, cluster: _Cluster) -> Callable[[], _Read]:
+    return lambda: _check_wal(repo, wal, cluster)
+
+
+def _check_wal(repo: Repo, wal: ArchivedWal, cluster: _Cluster) -> _Read:
     key = layout.wal_key(wal.name)
     counted = _Counted(repo.storage)
     plain = 0
+    segment_size = cluster.segment_size
+    segment = WalSegment.parse(wal.name, segment_size)
     try:
-        for chunk in Repo(counted, repo.spec).get(key):
+        chunks = Repo(counted, repo.spec).get(key)
+        for chunk in checked_segment(
+            chunks, segment, cluster.system_identifier, pg_major=cluster.pg_major, whole=False
+        ):
             plain += len(chunk)
         if plain != segment_size:
             raise IntegrityError(f"it decodes to {plain} bytes, a WAL segment has {segment_size}")
@@ -452,7 +487,7 @@ def _check_wal(repo: Repo, wal: ArchivedWal, segment_size: int) -> _Read:
             ProblemKind.DAMAGED_WAL, f"WAL {wal.name} vanished while it was checked", key=key
         )
         return _Read(None, wal.name, counted.bytes_read, (problem,))
-    except (*_DAMAGE, DecryptionError) as exc:
+    except (*_DAMAGE, DecryptionError, RepositoryMismatch) as exc:
         problem = Problem(ProblemKind.DAMAGED_WAL, f"WAL {wal.name} is damaged ({exc})", key=key)
         return _Read(None, wal.name, counted.bytes_read, (problem,))
     finally:

@@ -88,9 +88,21 @@ def _sha256(chunks: Iterable[bytes]) -> str:
     return digest.hexdigest()
 
 
-def fetch(repo: Repo, name: str, dest: Path) -> int:
-    """Writes the verified file to ``dest`` atomically; ObjectNotFound if not archived."""
-    chunks = repo.get(layout.wal_key(name))
+def fetch(
+    repo: Repo,
+    name: str,
+    dest: Path,
+    *,
+    check: Callable[[Iterable[bytes]], Iterable[bytes]] | None = None,
+) -> int:
+    """Writes the verified file to ``dest`` atomically; ObjectNotFound if not archived.
+
+    ``check`` wraps the decoded bytes (``wal.checked_segment``: the page header
+    against the name); what it raises leaves ``dest`` untouched.
+    """
+    chunks: Iterable[bytes] = repo.get(layout.wal_key(name))
+    if check is not None:
+        chunks = check(chunks)
     return atomic_write(dest, chunks, mode=0o600)
 
 

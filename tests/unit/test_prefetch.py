@@ -242,11 +242,13 @@ def test_history_partial_and_backup_files_are_fetched_never_prefetched(
     segment = seg(1, 5)
     name = "00000002.history" if not suffix else segment.name + suffix
     put_spooled(spool, segment)
-    open_repo(settings).put_bytes(layout.wal_key(name), b"from the archive")
+    # A .partial file has its segment's page header (checked), and may be short.
+    stored = segment_bytes(segment)[:4096] if suffix == ".partial" else b"from the archive"
+    open_repo(settings).put_bytes(layout.wal_key(name), stored)
     dest = pgdata / "pg_wal" / "RECOVERYXLOG"
     result = wal_fetch.run(settings, name, str(dest), pgdata=pgdata)
     assert (result.found, result.prefetched) == (True, False)
-    assert dest.read_bytes() == b"from the archive"
+    assert dest.read_bytes() == stored
     assert spool.request() is None
     assert spool.spooled() == [segment.name]
     assert not (spool.path / prefetch.LOCK_FILE).exists()  # no prefetcher was started

@@ -17,6 +17,7 @@ from janua_backup.commands.common import open_repo
 from janua_backup.config import PostgresSettings, RepoSettings, Settings, WalSettings
 from janua_backup.errors import (
     ConfigError,
+    FormatError,
     JanuaError,
     RepositoryMismatch,
     StorageError,
@@ -282,6 +283,20 @@ def test_one_failed_segment_does_not_stop_the_others(
     with pytest.raises(WalConflict, match=SEG_C):
         wal_push.run(settings, str(pg_wal / SEG_C))
     assert spool.status_names(directory) == {SEG_A}  # errors are reported once
+
+
+def test_the_worker_refuses_a_segment_whose_header_names_another(
+    pg_wal: Path, directory: Path, tmp_path: Path
+) -> None:
+    """A file under a name that is not its own is never stored (issue 15, finding 2)."""
+    settings = async_settings(tmp_path)
+    segment(pg_wal, SEG_A, wal_bytes(SEG_A))
+    segment(pg_wal, SEG_B, wal_bytes(SEG_C))  # segment 3's bytes under segment 2's name
+    result = wal_push_worker.run(settings, idle_linger_s=0)
+    assert (result.stored, result.failed) == (1, 1)
+    assert stored_names(settings) == [SEG_A]
+    with pytest.raises(FormatError, match=f"the file named {SEG_B} holds segment {SEG_C}"):
+        wal_push.run(settings, str(pg_wal / SEG_B))
 
 
 def test_a_repeated_push_is_already_archived_and_history_files_go_sync(

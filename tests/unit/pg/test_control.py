@@ -6,19 +6,17 @@ from pathlib import Path
 import pytest
 
 from janua_backup.errors import FormatError, InputError, RepositoryMismatch
-from janua_backup.pg import control
+from janua_backup.pg import control, wal
 from janua_backup.pg.control import (
-    SegmentHeader,
     crc32c,
     parse_control,
-    parse_segment_header,
     read_control,
     read_major_version,
+    read_named_segment_header,
     read_segment_header,
     read_system_identifier,
-    verify_segment_header,
 )
-from janua_backup.pg.wal import Lsn, WalSegment
+from janua_backup.pg.wal import WalSegment, check_segment_header
 
 from .builders import CATVERSION_15, MIB, SYSID, control_bytes, segment_header
 from .conftest import Cluster
@@ -61,15 +59,19 @@ def test_real_segment_header_names_its_cluster_and_segment(
     assert header.segment_size == size
     assert header.block_size == int(cluster.controldata["WAL block size"])
     assert header.timeline == 1
-    assert header.info & control.XLP_LONG_HEADER
+    assert header.info & wal.XLP_LONG_HEADER
     assert header.pg_major == 15
     assert header.segment == WalSegment.parse(name, size)
-    verify_segment_header(header, WalSegment.parse(name, size), header.system_identifier)
+    head = (cluster.pgdata / "pg_wal" / name).read_bytes()[:40]
+    sysid = header.system_identifier
+    assert check_segment_header(head, WalSegment.parse(name, size), sysid, pg_major=15) == header
     with pytest.raises(RepositoryMismatch) as caught:
-        verify_segment_header(header, WalSegment.parse(name, size), header.system_identifier + 1)
+        check_segment_header(head, WalSegment.parse(name, size), sysid + 1)
     assert caught.value.exit_code == 23
     with pytest.raises(FormatError, match="not the segment its name says"):
-        verify_segment_header(header, WalSegment.parse(name, size).next(), header.system_identifier)
+        check_segment_header(head, WalSegment.parse(name, size).next(), sysid)
+    with pytest.raises(FormatError, match="written by PostgreSQL 15, not by PostgreSQL 16"):
+        check_segment_header(head, WalSegment.parse(name, size), sysid, pg_major=16)
 
 
 # --- synthetic bytes -------------------------------------------------------------------------
@@ -138,47 +140,28 @@ def test_read_control_of_a_directory_that_is_not_pgdata(tmp_path: Path) -> None:
         read_major_version(tmp_path)
 
 
-def test_parse_segment_header_of_synthetic_bytes() -> None:
-    header = parse_segment_header(segment_header(pageaddr=0x5_03000000, tli=3) + bytes(100))
-    assert header == SegmentHeader(
-        magic=0xD110,
-        info=2,
-        timeline=3,
-        page_address=Lsn.parse("5/3000000"),
-        rem_len=0,
-        system_identifier=SYSID,
-        segment_size=16 * MIB,
-        block_size=8192,
-    )
-    assert header.segment.name == "000000030000000500000003"
-    assert parse_segment_header(segment_header(magic=0xD116)).pg_major == 17
-    assert parse_segment_header(segment_header(magic=0xD118)).pg_major is None
-
-
-@pytest.mark.parametrize(
-    ("raw", "reason"),
-    [
-        (segment_header()[:39], "40-byte header"),
-        (bytes(8192), "magic 0x0000"),
-        (segment_header(magic=0x1234), "magic"),
-        (segment_header(info=0x0001), "long-header"),
-        (segment_header(info=0x0012), "long-header"),
-        (segment_header(tli=0), "timeline 0"),
-        (segment_header(seg_size=3 * MIB), "segment size"),
-        (segment_header(block_size=1000), "block size"),
-        (segment_header(pageaddr=0x3002000), "segment boundary"),
-    ],
-)
-def test_parse_segment_header_rejects(raw: bytes, reason: str) -> None:
-    with pytest.raises(FormatError, match=reason) as caught:
-        parse_segment_header(raw)
-    assert caught.value.exit_code == 24
-
-
 def test_a_recycled_segment_does_not_pass_for_its_new_name(tmp_path: Path) -> None:
     """PostgreSQL renames old segments for reuse; their header still names the old one."""
     path = tmp_path / "000000010000000000000007"
     path.write_bytes(segment_header(pageaddr=0x4000000) + bytes(1000))
-    header = read_segment_header(path)
+    assert read_segment_header(path).segment.name == "000000010000000000000004"
     with pytest.raises(FormatError, match="holds segment 000000010000000000000004"):
-        verify_segment_header(header, WalSegment.parse(path.name), SYSID)
+        read_named_segment_header(path)
+
+
+def test_read_named_segment_header_checks_partial_files_and_the_cluster(tmp_path: Path) -> None:
+    path = tmp_path / "000000010000000000000004.partial"
+    path.write_bytes(segment_header(pageaddr=0x4000000) + bytes(1000))
+    assert read_named_segment_header(path).page_address.value == 0x4000000
+    with pytest.raises(RepositoryMismatch):
+        read_named_segment_header(path, system_identifier=SYSID + 1)
+    with pytest.raises(FormatError, match="segments are 16777216 bytes, not 1048576"):
+        read_named_segment_header(path, segment_size=MIB)
+    short = tmp_path / "000000010000000000000005"
+    short.write_bytes(b"\xd1")
+    with pytest.raises(FormatError, match="000000010000000000000005 is 1 bytes long"):
+        read_named_segment_header(short)
+    history = tmp_path / "00000002.history"
+    history.write_text("1\t0/4000000\tno recovery target specified\n")
+    with pytest.raises(InputError, match="no page header"):
+        read_named_segment_header(history)

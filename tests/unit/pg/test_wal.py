@@ -6,19 +6,24 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from janua_backup.errors import FormatError, InputError, TargetOutOfRange
+from janua_backup.errors import FormatError, InputError, RepositoryMismatch, TargetOutOfRange
 from janua_backup.pg.wal import (
     DEFAULT_SEGMENT_SIZE,
     HistoryEntry,
     Lsn,
+    SegmentHeader,
     TimelineHistory,
     TimelineSpan,
     WalFileKind,
     WalSegment,
     backup_history_file_name,
+    check_segment_header,
     check_segment_size,
+    checked_segment,
     classify,
+    header_segment,
     history_file_name,
+    parse_segment_header,
     path_segments,
     segments_between,
     segments_per_log,
@@ -26,6 +31,8 @@ from janua_backup.pg.wal import (
     wal_needed,
     wal_path,
 )
+
+from .builders import SYSID, segment_header
 
 MIB = 1024 * 1024
 SIZES = [1 * MIB, 16 * MIB, 64 * MIB]
@@ -391,3 +398,132 @@ def test_wal_needed_refuses_a_backup_the_target_timeline_does_not_descend_from()
     assert [s.timeline for s in wal_path(branch, 5)] == [1, 3, 5]
     with pytest.raises(TargetOutOfRange, match="path is 1, 3, 5"):
         wal_needed(branch, 5, backup_tli=2, backup_start_lsn=lsn("0/3500000"))
+
+
+# --- the first page header of a segment --------------------------------------------------
+
+
+def test_parse_segment_header_of_synthetic_bytes() -> None:
+    header = parse_segment_header(segment_header(pageaddr=0x5_03000000, tli=3) + bytes(100))
+    assert header == SegmentHeader(
+        magic=0xD110,
+        info=2,
+        timeline=3,
+        page_address=Lsn.parse("5/3000000"),
+        rem_len=0,
+        system_identifier=SYSID,
+        segment_size=16 * MIB,
+        block_size=8192,
+    )
+    assert header.segment.name == "000000030000000500000003"
+    assert parse_segment_header(segment_header(magic=0xD116)).pg_major == 17
+    assert parse_segment_header(segment_header(magic=0xD118)).pg_major is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (segment_header()[:39], "40-byte header"),
+        (bytes(8192), "magic 0x0000"),
+        (segment_header(magic=0x1234), "magic"),
+        (segment_header(info=0x0001), "long-header"),
+        (segment_header(info=0x0012), "long-header"),
+        (segment_header(tli=0), "timeline 0"),
+        (segment_header(seg_size=3 * MIB), "segment size"),
+        (segment_header(block_size=1000), "block size"),
+        (segment_header(pageaddr=0x3002000), "segment boundary"),
+    ],
+)
+def test_parse_segment_header_rejects(raw: bytes, reason: str) -> None:
+    with pytest.raises(FormatError, match=reason) as caught:
+        parse_segment_header(raw)
+    assert caught.value.exit_code == 24
+
+
+SEG_3 = WalSegment.parse("000000020000000000000003")  # 16 MiB segments: starts at 0/3000000
+
+
+def test_check_segment_header_accepts_the_segment_its_name_gives() -> None:
+    head = segment_header(tli=2, pageaddr=0x3000000)
+    header = check_segment_header(head + bytes(8152), SEG_3, SYSID, pg_major=15)
+    assert header.segment == SEG_3
+    assert check_segment_header(head, SEG_3, None) == header  # cluster unknown: name only
+    assert check_segment_header(head, SEG_3, SYSID, pg_major=18) == header  # a major we lack
+
+
+def test_check_segment_header_accepts_the_segment_of_a_timeline_switch() -> None:
+    """Timeline 2 began inside segment 3: PostgreSQL copied timeline 1's segment 3 to
+    000000020000000000000003, first page header (timeline 1) included, and replays it."""
+    check_segment_header(segment_header(tli=1, pageaddr=0x3000000), SEG_3, SYSID)
+
+
+@pytest.mark.parametrize(
+    ("head", "error", "says"),
+    [
+        (
+            segment_header(tli=2, pageaddr=0x4000000),
+            FormatError,
+            "holds segment 0000000200000000"
+            "00000004 (its header says page address 0/4000000 on timeline 2)",
+        ),
+        (
+            segment_header(tli=3, pageaddr=0x3000000),
+            FormatError,
+            "page address 0/3000000 on timeline 3",
+        ),
+        (
+            segment_header(tli=2, pageaddr=0x1_03000000),
+            FormatError,
+            "holds segment 000000020000000100000003",
+        ),
+        (
+            segment_header(tli=2, pageaddr=0x3000000, sysid=SYSID + 1),
+            RepositoryMismatch,
+            f"system identifier {SYSID + 1}, but this repository holds cluster {SYSID}",
+        ),
+        (
+            segment_header(tli=2, pageaddr=0x3000000, seg_size=MIB),
+            FormatError,
+            "segments are 1048576 bytes, not 16777216",
+        ),
+        (
+            segment_header(tli=2, pageaddr=0x3000000, magic=0xD113),
+            FormatError,
+            "written by PostgreSQL 16, not by PostgreSQL 15",
+        ),
+        (
+            segment_header(tli=2, pageaddr=0x3000000)[:39],
+            FormatError,
+            "000000020000000000000003 is 39 bytes long",
+        ),
+        (b"", FormatError, "000000020000000000000003 is 0 bytes long"),
+        (bytes(40), FormatError, "000000020000000000000003 is damaged: .*magic 0x0000"),
+    ],
+)
+def test_check_segment_header_refuses(head: bytes, error: type[Exception], says: str) -> None:
+    with pytest.raises(error, match=re.escape(says) if ".*" not in says else says):
+        check_segment_header(head, SEG_3, SYSID, pg_major=15)
+
+
+def test_checked_segment_checks_the_header_before_the_rest_is_read() -> None:
+    seg = WalSegment.parse("000000010000000000000003", MIB)
+    good = segment_header(pageaddr=0x300000, seg_size=MIB).ljust(MIB, b"\0")
+    assert b"".join(checked_segment([good[:7], good[7:100], good[100:]], seg, SYSID)) == good
+    wrong = segment_header(pageaddr=0x400000, seg_size=MIB).ljust(MIB, b"\0")
+    served: list[bytes] = []
+    with pytest.raises(FormatError, match="not the segment its name says"):
+        for chunk in checked_segment([wrong[:64], wrong[64:]], seg, SYSID):
+            served.append(chunk)
+    assert served == []  # refused with the first chunk, before anything was passed on
+    with pytest.raises(FormatError, match="is 1000 bytes long, not the segment size"):
+        b"".join(checked_segment([good[:1000]], seg, SYSID))
+    assert b"".join(checked_segment([good[:1000]], seg, SYSID, whole=False)) == good[:1000]
+    with pytest.raises(FormatError, match="is 10 bytes long, shorter than"):
+        b"".join(checked_segment([good[:10]], seg, SYSID, whole=False))
+
+
+def test_header_segment_of_each_kind_of_wal_file() -> None:
+    assert header_segment("000000010000000000000003", MIB) == WalSegment(1, 0, 3, MIB)
+    assert header_segment("000000010000000000000003.partial", MIB) == WalSegment(1, 0, 3, MIB)
+    assert header_segment("00000002.history", MIB) is None
+    assert header_segment("000000010000000000000003.00000028.backup", MIB) is None

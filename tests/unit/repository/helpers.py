@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import struct
 from datetime import UTC, datetime, timedelta
 
-from janua_backup.pg.wal import Lsn
+from janua_backup.pg.wal import PAGE_MAGIC, Lsn, WalSegment
 from janua_backup.pipeline.crypto import Key
 from janua_backup.pipeline.stream import EncodeSpec
 from janua_backup.repository.manifest import FileEntry, Manifest, StoredObject
@@ -17,6 +18,15 @@ T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 def memory_repo(key: Key | None = None, codec: str = "gzip") -> Repo:
     return Repo(storage=MemoryStorage(), spec=EncodeSpec(codec=codec, key=key))
+
+
+def segment_bytes(name: str, size: int, *, sysid: int = 42) -> bytes:
+    """A WAL segment of ``size`` bytes whose first page header is the one its name gives."""
+    seg = WalSegment.parse(name, size)
+    header = struct.pack(
+        "<HHIQI4xQII", PAGE_MAGIC[15], 2, seg.timeline, seg.start_lsn.value, 0, sysid, size, 8192
+    )
+    return header.ljust(size, b"\0")
 
 
 def manifest(

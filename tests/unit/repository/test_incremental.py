@@ -28,7 +28,7 @@ from janua_backup.repository.objects import Repo
 from janua_backup.repository.transfer import SourceFile
 from janua_backup.repository.transfer_download import Fetched, Placement, download
 from tests.unit.pipeline.objects import KEY
-from tests.unit.repository.helpers import manifest, memory_repo
+from tests.unit.repository.helpers import manifest, memory_repo, segment_bytes
 
 MIB = 1024 * 1024
 BIG = 4096  # files this size or larger get an object of their own
@@ -261,7 +261,7 @@ def test_inconsistent_references_are_refused(chain: Chain) -> None:
 def archive_wal(repo: Repo, last: int) -> None:
     for number in range(2, last + 1):
         name = WalSegment.from_number(1, number, MIB).name
-        repo.put_bytes(layout.wal_key(name), bytes(MIB))
+        repo.put_bytes(layout.wal_key(name), segment_bytes(name, MIB))
 
 
 def test_repository_check_reads_each_object_once_from_its_holder(chain: Chain) -> None:

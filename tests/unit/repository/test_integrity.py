@@ -18,7 +18,7 @@ from janua_backup.repository.integrity import ProblemKind
 from janua_backup.repository.manifest import FileEntry, Manifest, StoredObject
 from janua_backup.repository.objects import Repo
 from janua_backup.storage.memory import MemoryStorage
-from tests.unit.repository.helpers import manifest, memory_repo
+from tests.unit.repository.helpers import manifest, memory_repo, segment_bytes
 
 MIB = 1024 * 1024  # the smallest WAL segment size initdb allows: keeps the tests quick
 BACKUP = "20261125T120000Z"
@@ -85,7 +85,7 @@ def store_backup(
 
 def archive(repo: Repo, first: int, last: int, tli: int = 1) -> None:
     for number in range(first, last + 1):
-        repo.put_bytes(layout.wal_key(seg(number, tli)), bytes(MIB))
+        repo.put_bytes(layout.wal_key(seg(number, tli)), segment_bytes(seg(number, tli), MIB))
 
 
 def history(repo: Repo, tli: int, parent: int, switch_seg: int) -> None:
@@ -219,6 +219,44 @@ def test_a_damaged_segment_cuts_the_window_like_a_missing_one(repo: Repo) -> Non
     )
     assert damaged.message.startswith(f"WAL {seg(6)} is damaged (") and damaged.backup_id is None
     assert result.backups[0].restorable_to_lsn == Lsn(6 * MIB)
+
+
+def test_segments_stored_under_each_others_names_are_damaged(repo: Repo) -> None:
+    """Issue 15, finding 2: swapped objects passed, and a restore promoted with rows missing."""
+    four, five = raw(repo, layout.wal_key(seg(4))), raw(repo, layout.wal_key(seg(5)))
+    rewrite(repo, layout.wal_key(seg(4)), five)
+    rewrite(repo, layout.wal_key(seg(5)), four)
+    result = check(repo)
+    damaged = [p for p in result.problems if p.kind is ProblemKind.DAMAGED_WAL]
+    assert [p.key for p in damaged] == [layout.wal_key(seg(4)), layout.wal_key(seg(5))]
+    # Unencrypted: the page header names the other segment. Encrypted: the AAD binds
+    # each object to its key, so decryption fails before the header is read.
+    assert (
+        f"the file named {seg(4)} holds segment {seg(5)}" in damaged[0].message
+        or "is not the object stored under this name" in damaged[0].message
+    )
+    assert result.backups[0].restorable_to_lsn == Lsn(4 * MIB)
+
+
+def test_a_segment_of_another_cluster_is_damaged_not_a_crash(repo: Repo) -> None:
+    repo.put_bytes(layout.wal_key(seg(6)), segment_bytes(seg(6), MIB, sysid=43))
+    result = integrity.check(repo, MIB, jobs=3, system_identifier=42, pg_major=15)
+    damaged = [p for p in result.problems if p.kind is ProblemKind.DAMAGED_WAL]
+    assert [p.key for p in damaged] == [layout.wal_key(seg(6))]
+    assert "system identifier 43" in damaged[0].message
+    assert result.backups[0].restorable_to_lsn == Lsn(6 * MIB)
+
+
+def test_the_segment_of_a_timeline_switch_keeps_its_old_timeline_header() -> None:
+    """PostgreSQL copies the segment holding the switch point from the old timeline,
+    first page included: 000000020000000000000004 starts with timeline 1's header."""
+    repo = memory_repo()
+    store_backup(repo)
+    archive(repo, 2, 4, tli=1)
+    history(repo, 2, parent=1, switch_seg=4)
+    archive(repo, 5, 6, tli=2)
+    repo.put_bytes(layout.wal_key(seg(4, 2)), segment_bytes(seg(4, 1), MIB))
+    assert integrity.check(repo, MIB, jobs=3, system_identifier=42).problems == ()
 
 
 def test_a_timeline_switch_with_contiguous_wal_passes() -> None:
