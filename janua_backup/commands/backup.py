@@ -197,7 +197,7 @@ def _run(
         wal_segment_size=facts.wal_segment_size,
         compression=repo.spec.codec,
         compression_level=settings.compression.level,
-        encrypted=repo.key is not None,
+        encrypted=repo.encrypted,
         backup_label=stop.backup_label,
         tablespace_map=stop.tablespace_map,
         files=tuple(sorted([*files, *reuse.referenced, *others], key=lambda f: f.path)),
@@ -255,7 +255,7 @@ def _parent(repo: Repo, facts: pgconn.ServerFacts) -> tuple[Manifest | None, str
         why = f"is of cluster {parent.system_identifier}"
     elif parent.pg_version_num // 10000 != facts.version_num // 10000:
         why = f"is of PostgreSQL {parent.pg_version_num // 10000}"
-    elif parent.encrypted != (repo.key is not None):
+    elif parent.encrypted != repo.encrypted:
         why = "is " + ("encrypted" if parent.encrypted else "not encrypted")
     if why:
         return None, f"the newest backup {parent.backup_id} {why}: took a full backup"

@@ -42,6 +42,7 @@ from janua_backup.commands.common import open_repo
 from janua_backup.config import Settings
 from janua_backup.errors import CheckFailed, JanuaError
 from janua_backup.pg import conn as pgconn
+from janua_backup.pipeline.crypto import Kdf
 from janua_backup.repository import layout, marker
 from janua_backup.repository.objects import Repo
 
@@ -218,6 +219,10 @@ def _repository(settings: Settings, found: _Found) -> str:
         existing = marker.read(repo)
         if existing is not None:
             marker.check_key(repo, existing)
+        else:
+            # No salt yet (the first backup or wal-push picks it): the probe uses a
+            # throwaway one, and is deleted.
+            repo.derive_key(Kdf.new())
         probe(repo)
     except JanuaError as error:
         message = error.message

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from janua_backup.config import EncryptionSettings, Settings
 from janua_backup.errors import ConfigError
-from janua_backup.pipeline.crypto import Key, key_from_file, key_from_passphrase
+from janua_backup.pipeline.crypto import Key, Passphrase, key_from_file
 from janua_backup.pipeline.stream import EncodeSpec
 from janua_backup.repository.objects import Repo
 from janua_backup.storage.base import Storage
@@ -57,11 +57,13 @@ def open_storage(
     return S3Storage(location)
 
 
-def load_key(enc: EncryptionSettings) -> Key | None:
+def load_key(enc: EncryptionSettings) -> Key | Passphrase | None:
+    """The key file's key, or the passphrase: its key depends on the repository's
+    salt and is derived once the marker is read (``repository.objects.Repo``)."""
     if enc.key_file:
         return key_from_file(Path(enc.key_file))
     if enc.passphrase:
-        return key_from_passphrase(enc.passphrase)
+        return Passphrase(enc.passphrase)
     if enc.passphrase_env:
         raise ConfigError(f"encryption.passphrase_env names {enc.passphrase_env}, which is not set")
     return None

@@ -35,7 +35,7 @@ def run(settings: Settings, backup_id: str | None = None) -> InfoResult:
     repo = open_repo(settings)
     found = marker.read(repo)
     if found is None:
-        return InfoResult(repo.describe(), None, repo.key is not None, [], 0, None, [])
+        return InfoResult(repo.describe(), None, repo.encrypted, [], 0, None, [])
     marker.check_key(repo, found)
     done, incomplete = catalog.backup_ids(repo)
     if backup_id is not None:

@@ -5,6 +5,25 @@ id, and how each object derives its own key and seals its frames; the byte
 layout itself is documented in ``header``. Must not import storage, repository
 or PostgreSQL code. ``cryptography`` is imported only when an object is
 actually encrypted, so an unencrypted ``wal-push`` does not pay for it.
+
+Passphrases and what an attacker with read access to the bucket can do with
+them. The key id sits in every encrypted object's header and in the marker,
+so it is public. Repositories created before 2026-12-04 derive the master key
+with scrypt (n=2**15, r=8, p=1) and ONE fixed salt for every repository, and
+their key id is HMAC-SHA256(master, b"janua-backup key id v1")[:8]: the same
+function everywhere, so a table of passphrase guesses computed once tests them
+against every such janua repository at the cost of a lookup. They keep that
+derivation, or they could no longer be read. A repository created since then
+stores a random 16-byte salt in its marker (``Kdf``), uses scrypt n=2**17,
+r=8, p=1 (today's guidance, ~0.3-0.5 s and 128 MiB per derivation, once per
+process), and derives its key id from a separate subkey bound to that salt,
+HKDF-SHA256(master, salt=repository salt, info=b"janua-backup key id v2")[:8]:
+nothing can be precomputed, and each guess costs a full scrypt for this one
+repository, exactly what testing it against the ciphertext costs. A
+passphrase is still only as strong as its entropy; a 256-bit ``key_file``
+(random bytes: ``generate_key_file``) is the strong option, as nothing can be
+guessed. Key files keep the v1 key id: a key id of 256 random bits gives
+nothing away.
 """
 
 from __future__ import annotations
@@ -18,6 +37,8 @@ import os
 import re
 import secrets
 import struct
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,7 +52,9 @@ if TYPE_CHECKING:
 __all__ = [
     "KEY_BYTES",
     "FrameCipher",
+    "Kdf",
     "Key",
+    "Passphrase",
     "cipher_for",
     "generate_key_file",
     "key_from_file",
@@ -40,8 +63,11 @@ __all__ = [
 
 KEY_BYTES = 32
 _KEY_ID_INFO = b"janua-backup key id v1"
+_SALTED_KEY_ID_INFO = b"janua-backup key id v2"
 _OBJECT_KEY_INFO = b"janua-backup object v1"
 _PASSPHRASE_SALT = b"janua-backup passphrase v1"
+_LEGACY_N = 2**15
+_NAME_BYTES_MAX = 0xFFFF
 _HEX_KEY = re.compile(rb"[0-9a-fA-F]{64}")
 _ACCEPTED_FORMS = "32 raw bytes, 64 hex characters or the base64 of 32 bytes"
 
@@ -52,20 +78,64 @@ class Key:
 
     The id is derived, never stored apart from the secret, so the two cannot
     disagree; it goes into every encrypted object's header to tell a wrong key
-    from damaged data. ``repr`` shows the id only, never the secret.
+    from damaged data. ``id_salt`` None: HMAC-SHA256(secret, b"janua-backup key
+    id v1")[:8] (key files, and passphrases of repositories made before
+    per-repository salts); else the repository's KDF salt, and the id is
+    HKDF-SHA256(secret, salt=id_salt, info=b"janua-backup key id v2")[:8] (see
+    the module docstring for why). ``repr`` shows the id only, never the secret.
     """
 
     secret: bytes
+    id_salt: bytes | None = None
     key_id: bytes = field(init=False)
 
     def __post_init__(self) -> None:
         if len(self.secret) != KEY_BYTES:
             raise ConfigError(f"an encryption key must be {KEY_BYTES} bytes")
-        digest = hmac.new(self.secret, _KEY_ID_INFO, hashlib.sha256).digest()
+        if self.id_salt is None:
+            digest = hmac.new(self.secret, _KEY_ID_INFO, hashlib.sha256).digest()
+        else:
+            digest = _hkdf_sha256_block(self.secret, self.id_salt, _SALTED_KEY_ID_INFO)
         object.__setattr__(self, "key_id", digest[:KEY_ID_BYTES])
 
     def __repr__(self) -> str:
         return f"Key(key_id={self.key_id.hex()})"
+
+
+def _hkdf_sha256_block(secret: bytes, salt: bytes, info: bytes) -> bytes:
+    """The first 32 bytes of HKDF-SHA256 (RFC 5869), with hmac alone: no ``cryptography``
+    import on wal-push's path for 8 bytes of key id."""
+    prk = hmac.new(salt, secret, hashlib.sha256).digest()
+    return hmac.new(prk, info + b"\x01", hashlib.sha256).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Kdf:
+    """The scrypt parameters of a repository's passphrase, as its marker records them.
+
+    The marker is stored in plain and anyone with write access to the bucket can
+    change it, so the parameters are bounded: a forged record cannot make the
+    derivation cheap (a cheap key id to test guesses against) or eat the host's
+    memory. A changed salt only yields another key, refused as a wrong key.
+    """
+
+    salt: bytes
+    n: int = 2**17
+    r: int = 8
+    p: int = 1
+
+    def __post_init__(self) -> None:
+        n_ok = self.n & (self.n - 1) == 0 and 2**17 <= self.n <= 2**20
+        if len(self.salt) != 16 or not n_ok or self.r != 8 or self.p != 1:
+            raise ValueError(
+                "the kdf must be scrypt with a 16-byte salt, n a power of two "
+                "from 2**17 to 2**20, r 8 and p 1"
+            )
+
+    @classmethod
+    def new(cls) -> Kdf:
+        """Parameters for a new repository: a random salt, today's cost."""
+        return cls(salt=secrets.token_bytes(16))
 
 
 def key_from_file(path: Path) -> Key:
@@ -103,32 +173,79 @@ def _parse_key(data: bytes) -> bytes | None:
     return decoded if len(decoded) == KEY_BYTES else None
 
 
-def key_from_passphrase(passphrase: str) -> Key:
-    """Derive the master key from a passphrase with scrypt (n=2**15, r=8, p=1).
+def key_from_passphrase(passphrase: str, kdf: Kdf | None = None) -> Key:
+    """Derive the master key from a passphrase with scrypt.
 
-    The salt is fixed so every process derives the same key from the same
-    passphrase; the passphrase is used exactly as given (no stripping).
+    ``kdf`` is the repository's record; None for a repository made before there
+    was one: the fixed salt b"janua-backup passphrase v1", n=2**15, r=8, p=1,
+    and the v1 key id. The passphrase is used exactly as given (no stripping).
     """
     if not passphrase:
         raise ConfigError("the encryption passphrase is empty; set a passphrase or a key_file")
-    return _derive_passphrase_key(passphrase)
+    return _derive_passphrase_key(passphrase, kdf)
 
 
-# scrypt costs ~0.1 s and 32 MiB by design; wal-push runs once per segment and
-# may encode several objects, so one derivation per process is enough.
+# scrypt costs ~0.1 s and 32 MiB (legacy) or ~0.4 s and 128 MiB (today) by design;
+# wal-push runs once per segment and may encode several objects, so one
+# derivation per process is enough.
 @functools.lru_cache(maxsize=4)
-def _derive_passphrase_key(passphrase: str) -> Key:
-    # 128 * r * n = 32 MiB of work memory: just over OpenSSL's default cap, hence maxmem.
+def _derive_passphrase_key(passphrase: str, kdf: Kdf | None) -> Key:
+    salt, n, r, p = (
+        (_PASSPHRASE_SALT, _LEGACY_N, 8, 1) if kdf is None else (kdf.salt, kdf.n, kdf.r, kdf.p)
+    )
+    # scrypt needs 128 * r * n bytes of work memory (32 MiB legacy, 128 MiB today),
+    # over OpenSSL's default cap of 32 MiB, hence maxmem (with room for its buffers).
     secret = hashlib.scrypt(
         passphrase.encode("utf-8"),
-        salt=_PASSPHRASE_SALT,
-        n=2**15,
-        r=8,
-        p=1,
-        maxmem=64 << 20,
+        salt=salt,
+        n=n,
+        r=r,
+        p=p,
+        maxmem=128 * r * n + (16 << 20),
         dklen=KEY_BYTES,
     )
-    return Key(secret)
+    return Key(secret, id_salt=None if kdf is None else kdf.salt)
+
+
+class Passphrase:
+    """A configured passphrase whose key is derived once the repository's KDF is known.
+
+    The salt lives in the repository's marker, so the key cannot be derived at
+    configuration time: the repository derives it (``derive``) when it reads or
+    creates its marker, or on first use (``resolve``, given how to read the
+    marker's record). Either happens at most once per process, under a lock:
+    a restore's threads all wait for the one derivation. ``repr`` hides the text.
+    """
+
+    __slots__ = ("_key", "_lock", "_text")
+
+    def __init__(self, text: str) -> None:
+        if not text:
+            raise ConfigError("the encryption passphrase is empty; set a passphrase or a key_file")
+        self._text = text
+        self._key: Key | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def key(self) -> Key | None:
+        """The derived key, None until ``derive`` or ``resolve`` ran."""
+        return self._key
+
+    def derive(self, kdf: Kdf | None) -> Key:
+        """The key under ``kdf`` (None: the legacy derivation), kept for later uses."""
+        with self._lock:
+            self._key = key_from_passphrase(self._text, kdf)
+            return self._key
+
+    def resolve(self, read_kdf: Callable[[], Kdf | None]) -> Key:
+        """The key, derived under ``read_kdf()`` unless it is known already."""
+        with self._lock:
+            if self._key is None:
+                self._key = key_from_passphrase(self._text, read_kdf())
+            return self._key
+
+    def __repr__(self) -> str:
+        return "Passphrase(...)"
 
 
 def generate_key_file(path: Path) -> Key:
@@ -158,13 +275,15 @@ class FrameCipher:
     """Seals and opens the frames of one object with its own derived key.
 
     The nonce is the frame index: safe because HKDF with the object's random
-    salt gives every object a fresh key. The AAD (header, index, final flag)
-    is what makes truncation, reordering and transplanting frames detectable.
+    salt gives every object a fresh key. The AAD (header, index, final flag, and
+    for format version 2 the object's name) is what makes truncation,
+    reordering and transplanting frames, or moving the whole object under
+    another name, detectable.
     """
 
-    __slots__ = ("_aead", "_header")
+    __slots__ = ("_aead", "_header", "_name", "_suffix")
 
-    def __init__(self, key: Key, header: ObjectHeader) -> None:
+    def __init__(self, key: Key, header: ObjectHeader, name: str) -> None:
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
         from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -174,6 +293,8 @@ class FrameCipher:
         )
         self._aead: AESGCM = AESGCM(hkdf.derive(key.secret))
         self._header = header.to_bytes()
+        self._name = name if header.bound else None
+        self._suffix = _name_suffix(name) if header.bound else b""
 
     def seal(self, index: int, final: bool, payload: bytes | bytearray) -> bytes:
         nonce, aad = self._nonce_and_aad(index, final)
@@ -186,6 +307,14 @@ class FrameCipher:
         try:
             return self._aead.decrypt(nonce, payload, aad)
         except InvalidTag as exc:
+            if index == 0 and self._name is not None:
+                # A whole object moved under another name fails here, at its first
+                # frame; a change inside the object itself may too, and is tampering.
+                raise IntegrityError(
+                    f"object {self._name} is not the object stored under this name (it was "
+                    "written for another key); the repository was tampered with or "
+                    "objects were moved"
+                ) from exc
             what = "final frame" if final else f"frame {index}"
             raise IntegrityError(
                 f"the object's {what} failed authentication: the object was modified, "
@@ -194,11 +323,20 @@ class FrameCipher:
 
     def _nonce_and_aad(self, index: int, final: bool) -> tuple[bytes, bytes]:
         position = struct.pack(">Q", index)
-        return b"\0\0\0\0" + position, self._header + position + (b"\1" if final else b"\0")
+        flag = b"\1" if final else b"\0"
+        return b"\0\0\0\0" + position, self._header + position + flag + self._suffix
 
 
-def cipher_for(header: ObjectHeader, key: Key | None) -> FrameCipher | None:
-    """The cipher to read an object with, or None for an unencrypted object.
+def _name_suffix(name: str) -> bytes:
+    """u16 length + UTF-8 name: the AAD's binding to the object's key (format version 2)."""
+    encoded = name.encode("utf-8")
+    if len(encoded) > _NAME_BYTES_MAX:
+        raise ValueError(f"an object name of {len(encoded)} bytes cannot be bound")
+    return struct.pack(">H", len(encoded)) + encoded
+
+
+def cipher_for(header: ObjectHeader, key: Key | None, name: str) -> FrameCipher | None:
+    """The cipher to read the object stored as ``name`` with, or None if unencrypted.
 
     An unencrypted object read with a key is accepted (objects written before
     encryption was turned on); callers that must refuse it check the header.
@@ -216,4 +354,4 @@ def cipher_for(header: ObjectHeader, key: Key | None) -> FrameCipher | None:
             f"this object was encrypted with a different key (key id {key_id}, the "
             f"configured key is {key.key_id.hex()}); check encryption.key_file / the passphrase"
         )
-    return FrameCipher(key, header)
+    return FrameCipher(key, header, name)

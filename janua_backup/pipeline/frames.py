@@ -154,6 +154,7 @@ class FrameReader:
 
     Authenticates each frame before its payload leaves, checks each length word
     before reading the payload (bounded memory) and taps the stored bytes.
+    ``name`` is the object's key in the repository, bound by format version 2.
     """
 
     __slots__ = (
@@ -166,7 +167,9 @@ class FrameReader:
         "stored",
     )
 
-    def __init__(self, chunks: Iterable[bytes], key: Key | None, max_stored: int | None) -> None:
+    def __init__(
+        self, chunks: Iterable[bytes], key: Key | None, max_stored: int | None, name: str
+    ) -> None:
         self._input = _Input(chunks)
         self.stored = Tap(max_stored, "stored object")
         prefix = self._input.take(FIXED_HEADER_BYTES)
@@ -174,7 +177,7 @@ class FrameReader:
             prefix += self._input.take(HEADER_MAX_BYTES - FIXED_HEADER_BYTES)
         self.header = read_header(prefix)
         self._account(prefix)
-        self._cipher = cipher_for(self.header, key)
+        self._cipher = cipher_for(self.header, key, name)
         self._index = 0
         self._body_sha256: bytes | None = None
         self._trailer: Trailer | None = None

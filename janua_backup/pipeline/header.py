@@ -7,15 +7,16 @@ constants of the format; ``frames`` writes and reads the frames, ``crypto``
 the keys and the cipher, ``compress`` the codecs. It must not import anything
 of storage, repository or PostgreSQL.
 
-Object format, version 1 (all integers big-endian)::
+Object format, versions 1 and 2 (all integers big-endian)::
 
     header
       0   5  magic            b"JANUA"
-      5   1  format version   1
+      5   1  format version   1 unencrypted; 2 encrypted (1 for encrypted objects
+                              written before 2026-12-04, read without the name binding)
       6   1  codec            0 none, 1 gzip (RFC 1952), 2 zstd (RFC 8878, see below)
       7   1  cipher           0 none, 1 AES-256-GCM
       -- only when cipher is 1:
-      8   8  key id           first 8 bytes of HMAC-SHA256(master key, b"janua-backup key id v1")
+      8   8  key id           of the master key, see ``crypto.Key``
      16  16  salt             random, new for every object
     frames, one after the other, each
       0   4  u32: bit 31 set on the FINAL frame, bits 0-30 the payload length
@@ -46,11 +47,21 @@ followed by its 16-byte tag:
   info=b"janua-backup object v1", length 32): a fresh key per object, so the
   frame index alone is a safe nonce;
 - nonce = 4 zero bytes + u64 frame index (0 for the first frame after the header);
-- AAD = the full header bytes + u64 frame index + 1 byte FINAL flag (1 or 0).
+- AAD = the full header bytes + u64 frame index + 1 byte FINAL flag (1 or 0),
+  and in format version 2 then + u16 length of the name + the name: the UTF-8
+  key of the object relative to the repository root, as ``repository.layout``
+  builds it (``wal/000000010000000000000003``, ``backups/<id>/data/000001``,
+  ``backups/<id>/manifest``, ``verify/<id>/<drill>.json``, ``pins/<id>``;
+  an incremental backup reading its parent's object binds the parent's key,
+  the one it actually reads).
 
 The AAD binds each frame to its object, its position and its role, so a
 modified, truncated (no final frame), reordered or transplanted frame fails
-authentication.
+authentication; version 2 binds the object to the name it is stored under
+too, so an object copied or moved under another name (one WAL segment in
+place of another, one backup's data object over another's) is refused
+although it is a genuine object of this repository. Unencrypted objects stay
+version 1: nothing authenticates them, a key in the AAD would prove nothing.
 
 A zstd codec stream is one or more zstd frames back to back, as RFC 8878
 defines zstd data (not to be confused with this format's own frames). Writers
@@ -69,6 +80,7 @@ from dataclasses import dataclass
 from janua_backup.errors import FormatError, IntegrityError
 
 __all__ = [
+    "BOUND_VERSION",
     "CIPHERS",
     "CODECS",
     "FINAL_FLAG",
@@ -87,6 +99,10 @@ __all__ = [
 
 MAGIC = b"JANUA"
 FORMAT_VERSION = 1
+"""The version of unencrypted objects (and of encrypted ones written before binding)."""
+BOUND_VERSION = 2
+"""The version of encrypted objects whose AAD binds the object's name."""
+_VERSIONS = (FORMAT_VERSION, BOUND_VERSION)
 KEY_ID_BYTES = 8
 SALT_BYTES = 16
 TAG_BYTES = 16
@@ -129,10 +145,17 @@ class ObjectHeader:
                 raise ValueError("an encrypted header needs a 16-byte salt")
         elif self.key_id is not None or self.salt is not None:
             raise ValueError("an unencrypted header has no key id or salt")
+        if self.version not in _VERSIONS or (self.version == BOUND_VERSION and not self.encrypted):
+            raise ValueError(f"format version {self.version} does not fit this header")
 
     @property
     def encrypted(self) -> bool:
         return self.cipher != "none"
+
+    @property
+    def bound(self) -> bool:
+        """True when the AAD binds the object's name (encrypted objects of version 2)."""
+        return self.encrypted and self.version == BOUND_VERSION
 
     @property
     def size_bytes(self) -> int:
@@ -163,10 +186,10 @@ def read_header(prefix: bytes) -> ObjectHeader:
     if len(head) < FIXED_HEADER_BYTES:
         raise IntegrityError("the object is truncated inside its header")
     version, codec, cipher = struct.unpack_from(">BBB", head, len(MAGIC))
-    if version != FORMAT_VERSION:
+    if version not in _VERSIONS:
         raise FormatError(
             f"object format version {version} is not supported (this janua-backup reads "
-            f"version {FORMAT_VERSION}); upgrade janua-backup"
+            f"versions {FORMAT_VERSION} and {BOUND_VERSION}); upgrade janua-backup"
         )
     if codec not in _CODEC_NAMES or cipher not in _CIPHER_NAMES:
         raise FormatError(
@@ -174,6 +197,11 @@ def read_header(prefix: bytes) -> ObjectHeader:
             "it was written by a newer janua-backup or is damaged"
         )
     if _CIPHER_NAMES[cipher] == "none":
+        if version != FORMAT_VERSION:
+            raise FormatError(
+                f"an unencrypted object of format version {version}: no janua-backup "
+                "writes these; the object is damaged or forged"
+            )
         return ObjectHeader(codec=_CODEC_NAMES[codec])
     if len(head) < HEADER_MAX_BYTES:
         raise IntegrityError("the object is truncated inside its header")
@@ -183,4 +211,5 @@ def read_header(prefix: bytes) -> ObjectHeader:
         cipher=_CIPHER_NAMES[cipher],
         key_id=head[FIXED_HEADER_BYTES:key_end],
         salt=head[key_end:HEADER_MAX_BYTES],
+        version=version,
     )

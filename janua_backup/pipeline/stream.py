@@ -26,13 +26,14 @@ from janua_backup.pipeline.compress import check_codec, decompress, new_compress
 from janua_backup.pipeline.crypto import (
     FrameCipher,
     Key,
+    Passphrase,
     generate_key_file,
     key_from_file,
     key_from_passphrase,
 )
 from janua_backup.pipeline.digest import Digest, HashAside, Tap
 from janua_backup.pipeline.frames import FrameReader, FrameWriter, Trailer
-from janua_backup.pipeline.header import SALT_BYTES, ObjectHeader, read_header
+from janua_backup.pipeline.header import BOUND_VERSION, SALT_BYTES, ObjectHeader, read_header
 
 __all__ = [
     "Digest",
@@ -40,6 +41,7 @@ __all__ = [
     "Encoder",
     "Key",
     "ObjectHeader",
+    "Passphrase",
     "decode",
     "decode_bytes",
     "encode_bytes",
@@ -65,13 +67,15 @@ files: 4.6 ms/MiB with these pieces, 4.9 with 1 MiB pieces."""
 class EncodeSpec:
     """How to write objects: codec, level (None: the codec's default), key (None: plaintext).
 
+    A ``Passphrase`` key must have been derived (``Passphrase.derive``: the
+    repository does it from its marker) before an object is encoded with it.
     ``threads`` > 1 compresses one object on that many threads (``wal-push``:
     one segment is one stream; a backup spreads files over its jobs instead).
     """
 
     codec: str = "gzip"
     level: int | None = None
-    key: Key | None = None
+    key: Key | Passphrase | None = None
     threads: int = 1
 
     def __post_init__(self) -> None:
@@ -89,12 +93,17 @@ class Encoder:
     is hashed in a helper thread while the same bytes are being compressed.
     zlib, zstd and hashlib release the GIL, so these run at once. The stored
     bytes are the same either way.
+
+    ``bind`` is the object's key relative to the repository root: an encrypted
+    object binds it into every frame's AAD (format version 2), and is then
+    readable only under that name.
     """
 
-    __slots__ = ("_plain", "_read_ahead_bytes", "_spec", "_started", "_stored")
+    __slots__ = ("_bind", "_plain", "_read_ahead_bytes", "_spec", "_started", "_stored")
 
-    def __init__(self, spec: EncodeSpec, *, read_ahead_bytes: int = 0) -> None:
+    def __init__(self, spec: EncodeSpec, *, bind: str, read_ahead_bytes: int = 0) -> None:
         self._spec = spec
+        self._bind = bind
         self._read_ahead_bytes = read_ahead_bytes
         self._started = False
         self._plain: Digest | None = None
@@ -129,7 +138,7 @@ class Encoder:
 
     def _encode(self, chunks: Iterable[Chunk]) -> Generator[bytes, None, None]:
         spec = self._spec
-        header, cipher = _new_header(spec)
+        header, cipher = _new_header(spec, self._bind)
         writer = FrameWriter(header, cipher)
         threaded = self._read_ahead_bytes > 0
         plain = HashAside() if threaded else Tap()
@@ -174,16 +183,20 @@ def _compress(chunks: Iterable[Chunk], spec: EncodeSpec, plain: Tap | HashAside)
     yield compressor.flush()
 
 
-def _new_header(spec: EncodeSpec) -> tuple[ObjectHeader, FrameCipher | None]:
-    if spec.key is None:
+def _new_header(spec: EncodeSpec, bind: str) -> tuple[ObjectHeader, FrameCipher | None]:
+    key = spec.key.key if isinstance(spec.key, Passphrase) else spec.key
+    if key is None and spec.key is not None:
+        raise RuntimeError("a passphrase key is derived from the repository's marker first")
+    if key is None:
         return ObjectHeader(codec=spec.codec), None
     header = ObjectHeader(
         codec=spec.codec,
         cipher="aes-256-gcm",
-        key_id=spec.key.key_id,
+        key_id=key.key_id,
         salt=os.urandom(SALT_BYTES),
+        version=BOUND_VERSION,
     )
-    return header, FrameCipher(spec.key, header)
+    return header, FrameCipher(key, header, bind)
 
 
 class _Pieces:
@@ -229,6 +242,7 @@ def decode(
     chunks: Iterable[bytes],
     key: Key | None,
     *,
+    bind: str,
     expect_stored: Digest | None = None,
     expect_plain: Digest | None = None,
     on_header: Callable[[ObjectHeader], None] | None = None,
@@ -241,8 +255,12 @@ def decode(
     a key may read unencrypted objects (written before encryption was turned
     on). ``on_header`` sees the header before any plaintext and may raise to
     refuse the object, e.g. an unencrypted one where only encrypted ones may be.
+    ``bind`` is the key the object was read from, relative to the repository
+    root: an encrypted object of format version 2 written for another key
+    fails authentication (IntegrityError); version 1 objects bind no name.
     """
-    reader = FrameReader(chunks, key, expect_stored.size_bytes if expect_stored else None)
+    max_stored = expect_stored.size_bytes if expect_stored else None
+    reader = FrameReader(chunks, key, max_stored, bind)
     if on_header is not None:
         on_header(reader.header)
     plain = Tap(expect_plain.size_bytes if expect_plain else None, "decoded plaintext")
@@ -278,13 +296,13 @@ def _check_expected(what: str, actual: Digest, expected: Digest | None) -> None:
     )
 
 
-def encode_bytes(data: bytes, spec: EncodeSpec) -> tuple[bytes, Digest, Digest]:
+def encode_bytes(data: bytes, spec: EncodeSpec, *, bind: str) -> tuple[bytes, Digest, Digest]:
     """Encode a small object in memory; returns (stored bytes, plain digest, stored digest)."""
-    encoder = Encoder(spec)
+    encoder = Encoder(spec, bind=bind)
     stored = b"".join(encoder.encode([data]))
     return stored, encoder.plain, encoder.stored
 
 
-def decode_bytes(data: bytes, key: Key | None) -> bytes:
+def decode_bytes(data: bytes, key: Key | None, *, bind: str) -> bytes:
     """Decode a small object held in memory (a manifest), with every check of ``decode``."""
-    return b"".join(decode([data], key))
+    return b"".join(decode([data], key, bind=bind))

@@ -3,6 +3,15 @@ and verified (size, SHA-256, authentication) on the way out.
 
 ``Repo`` is the handle commands pass around: a storage driver plus the encode
 spec (codec, level, key). It knows nothing of PostgreSQL.
+
+Every object is written and read under its key relative to the repository
+root, and an encrypted object binds that key (format version 2, see
+``pipeline.header``): an object moved or copied under another key is refused.
+
+A passphrase's key depends on the salt in the repository's marker, so it is
+derived when a command reads or creates the marker (``marker.check_key``,
+``marker.ensure``), or else on the first encrypted object read or written
+(the marker is read then); once per process either way.
 """
 
 from __future__ import annotations
@@ -11,8 +20,8 @@ import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from janua_backup.errors import IntegrityError
-from janua_backup.pipeline.crypto import Key
+from janua_backup.errors import FormatError, IntegrityError
+from janua_backup.pipeline.crypto import Kdf, Key, Passphrase
 from janua_backup.pipeline.header import ObjectHeader
 from janua_backup.pipeline.stream import Chunk, Digest, Encoder, EncodeSpec, decode
 from janua_backup.storage.base import Storage
@@ -30,8 +39,44 @@ class Repo:
     spec: EncodeSpec
 
     @property
+    def encrypted(self) -> bool:
+        """Whether a key is configured; derives nothing."""
+        return self.spec.key is not None
+
+    @property
     def key(self) -> Key | None:
-        return self.spec.key
+        """The master key; a passphrase's is derived here if no marker check did it yet."""
+        key = self.spec.key
+        if isinstance(key, Passphrase):
+            return key.key or self._resolve(key)
+        return key
+
+    def derive_key(self, kdf: Kdf | None) -> Key | None:
+        """The key under the marker's KDF record ``kdf`` (None: the legacy derivation);
+        a key file's key is what it is."""
+        key = self.spec.key
+        return key.derive(kdf) if isinstance(key, Passphrase) else key
+
+    def _resolve(self, passphrase: Passphrase) -> Key:
+        from janua_backup.repository import layout, marker
+
+        found: list[marker.Marker] = []
+
+        def read_kdf() -> Kdf | None:
+            existing = marker.read(self)
+            if existing is None:
+                raise FormatError(
+                    f"{self.describe()} has no marker ({layout.MARKER_KEY}), which holds the "
+                    "salt of the passphrase's key; the first backup or wal-push of a WAL "
+                    "segment creates it"
+                )
+            found.append(existing)
+            return existing.kdf
+
+        key = passphrase.resolve(read_kdf)
+        if found:
+            marker.check_key(self, found[0])  # a wrong passphrase: both key ids named
+        return key
 
     def describe(self) -> str:
         return self.storage.describe()
@@ -53,9 +98,18 @@ class Repo:
         (``Encoder``), so compressing and sending overlap; errors of either
         side are raised here. ``before_store`` runs once that encoding has
         started and before any byte is sent: checks that need the network then
-        overlap the compression, and one that raises stores nothing.
+        overlap the compression, and one that raises stores nothing. With a
+        passphrase whose key is not derived yet it runs before the encoding
+        instead: the key depends on the marker it checks.
         """
-        encoder = Encoder(spec or self.spec, read_ahead_bytes=read_ahead_bytes)
+        spec = spec or self.spec
+        if isinstance(spec.key, Passphrase) and spec.key.key is None:
+            if before_store is not None:
+                before_store()
+                before_store = None
+            if spec.key.key is None:
+                self._resolve(spec.key)
+        encoder = Encoder(spec, bind=key, read_ahead_bytes=read_ahead_bytes)
         stored = encoder.encode(chunks)
         try:
             if before_store is None:
@@ -77,9 +131,17 @@ class Repo:
         trailer (and of ``expect_*``) completes only with the last chunk.
         """
         stored = self.storage.get(key)
+        try:
+            master = self.key  # after the get: a missing object costs no derivation
+        except BaseException:
+            close = getattr(stored, "close", None)
+            if close is not None:
+                close()
+            raise
         return decode(
             stored,
-            self.spec.key,
+            master,
+            bind=key,
             expect_stored=expect_stored,
             expect_plain=expect_plain,
             on_header=self._refuse_plaintext,

@@ -37,7 +37,9 @@ def make_key(directory: Path) -> Path:
     return key
 
 
-@pytest.fixture(params=["s3-gzip", "s3-zstd-encrypted", "file-gzip-passphrase"])
+@pytest.fixture(
+    params=["s3-gzip", "s3-zstd-encrypted", "s3-zstd-passphrase", "file-gzip-passphrase"]
+)
 def spec(
     request: pytest.FixtureRequest, s3_server: Any, s3_bucket: str, pg_factory: Any
 ) -> RepoSpec:
@@ -47,6 +49,8 @@ def spec(
         return s3_spec(
             s3_server, s3_bucket, codec="zstd", key_file=make_key(pg_factory.empty_dir())
         )
+    if request.param == "s3-zstd-passphrase":  # the repository's own salt, in its marker
+        return s3_spec(s3_server, s3_bucket, codec="zstd", passphrase="correct horse battery")
     repo_dir = pg_factory.empty_dir()  # owned by postgres: archive_command writes here
     return RepoSpec(url=f"file://{repo_dir}", passphrase="correct horse battery staple")
 

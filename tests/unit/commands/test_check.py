@@ -9,7 +9,13 @@ import pytest
 
 from janua_backup.commands import check
 from janua_backup.commands.check import CheckResult, CheckStep, Status, Unconfirmed
-from janua_backup.config import PostgresSettings, RepoSettings, S3Settings, Settings
+from janua_backup.config import (
+    EncryptionSettings,
+    PostgresSettings,
+    RepoSettings,
+    S3Settings,
+    Settings,
+)
 from janua_backup.errors import CheckFailed
 from janua_backup.pipeline.crypto import key_from_passphrase
 from janua_backup.spool import shell_hand_over
@@ -145,6 +151,18 @@ def test_probe_leaves_nothing_behind(encrypted: bool) -> None:
     check.probe(repo)
     assert list(repo.storage.list()) == []
     assert check.probe_key().startswith("probe/")
+
+
+def test_the_probe_works_in_a_new_passphrase_repository(tmp_path: Path) -> None:
+    # No marker yet, so no salt to derive the key with: the probe uses a throwaway one
+    # and creates no marker (the first backup or wal-push picks the repository's salt).
+    settings = Settings(
+        repository=RepoSettings(url=f"file://{tmp_path}"),
+        encryption=EncryptionSettings(passphrase="pw"),
+    )
+    said = check._repository(settings, check._Found())
+    assert "probe written, read and deleted" in said
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
 def test_summary_is_the_first_failure() -> None:

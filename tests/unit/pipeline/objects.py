@@ -12,6 +12,8 @@ from janua_backup.pipeline.stream import Encoder, EncodeSpec
 
 KEY = Key(bytes(range(32)))
 OTHER_KEY = Key(bytes(range(100, 132)))
+NAME = "backups/20261125T214300Z/data/000001"
+"""The repository key the pipeline tests write and read their objects under."""
 CODECS = ("none", "gzip", "zstd")
 MiB = 1 << 20
 
@@ -48,7 +50,7 @@ def cut(data: bytes, sizes: Iterable[int], max_chunks: int = 64) -> list[bytes]:
 
 
 def encode(data: bytes, codec: str = "gzip", key: Key | None = None) -> tuple[bytes, Encoder]:
-    encoder = Encoder(EncodeSpec(codec=codec, key=key))
+    encoder = Encoder(EncodeSpec(codec=codec, key=key), bind=NAME)
     return b"".join(encoder.encode([data])), encoder
 
 

@@ -14,7 +14,7 @@ from janua_backup.errors import BackupError, IntegrityError
 from janua_backup.pipeline.ahead import ReadAhead
 from janua_backup.pipeline.digest import HASH_ASIDE_MIN_BYTES, Digest, HashAside
 from janua_backup.pipeline.stream import Encoder, EncodeSpec, decode
-from tests.unit.pipeline.objects import CODECS, KEY, MiB, cut, sample
+from tests.unit.pipeline.objects import CODECS, KEY, NAME, MiB, cut, sample
 
 
 def threads_settle(before: int) -> bool:
@@ -111,9 +111,9 @@ def test_hash_aside_digest_equals_hashlib(sizes: list[int]) -> None:
 def test_read_ahead_encoder_writes_the_same_bytes_as_one_thread(codec: str) -> None:
     data = sample(5 * MiB + 777, kind="text") + sample(MiB, kind="random")
     sizes = [MiB, 3, 300_000, 2 * MiB]
-    one = Encoder(EncodeSpec(codec=codec))
+    one = Encoder(EncodeSpec(codec=codec), bind=NAME)
     stored_one = b"".join(one.encode(cut(data, sizes)))
-    ahead = Encoder(EncodeSpec(codec=codec), read_ahead_bytes=64 * 1024)
+    ahead = Encoder(EncodeSpec(codec=codec), bind=NAME, read_ahead_bytes=64 * 1024)
     stored_ahead = b"".join(ahead.encode(cut(data, sizes)))
     assert stored_ahead == stored_one
     assert (ahead.plain, ahead.stored) == (one.plain, one.stored)
@@ -130,10 +130,10 @@ def test_read_ahead_encoder_round_trips_encrypted_from_a_refilled_buffer() -> No
             buffer[: len(piece)] = piece
             yield buffer[: len(piece)]
 
-    encoder = Encoder(EncodeSpec(codec="zstd", key=KEY), read_ahead_bytes=128 * 1024)
+    encoder = Encoder(EncodeSpec(codec="zstd", key=KEY), bind=NAME, read_ahead_bytes=128 * 1024)
     stored = b"".join(encoder.encode(refilled()))
     plain = b"".join(
-        decode([stored], KEY, expect_stored=encoder.stored, expect_plain=encoder.plain)
+        decode([stored], KEY, bind=NAME, expect_stored=encoder.stored, expect_plain=encoder.plain)
     )
     assert plain == data
 
@@ -145,7 +145,7 @@ def test_a_failing_source_fails_the_read_ahead_encoder_and_leaves_no_thread() ->
         yield sample(2 * MiB, kind="random")
         raise OSError(5, "Input/output error")
 
-    encoder = Encoder(EncodeSpec(codec="zstd"), read_ahead_bytes=256 * 1024)
+    encoder = Encoder(EncodeSpec(codec="zstd"), bind=NAME, read_ahead_bytes=256 * 1024)
     with pytest.raises(OSError, match="Input/output"):
         b"".join(encoder.encode(failing()))
     with pytest.raises(RuntimeError):
@@ -162,7 +162,8 @@ def test_closing_a_read_ahead_encoding_early_stops_its_threads() -> None:
             read.append(1)
             yield sample(MiB, kind="random")
 
-    stream = Encoder(EncodeSpec(codec="gzip"), read_ahead_bytes=256 * 1024).encode(endless())
+    encoder = Encoder(EncodeSpec(codec="gzip"), bind=NAME, read_ahead_bytes=256 * 1024)
+    stream = encoder.encode(endless())
     next(stream)
     next(stream)
     stream.close()  # what Repo.put does when the upload fails
@@ -174,8 +175,8 @@ def test_closing_a_read_ahead_encoding_early_stops_its_threads() -> None:
 
 def test_a_damaged_read_ahead_object_still_fails_verification() -> None:
     data = sample(3 * MiB, kind="text")
-    encoder = Encoder(EncodeSpec(codec="zstd"), read_ahead_bytes=64 * 1024)
+    encoder = Encoder(EncodeSpec(codec="zstd"), bind=NAME, read_ahead_bytes=64 * 1024)
     stored = bytearray(b"".join(encoder.encode([data])))
     stored[len(stored) // 2] ^= 1
     with pytest.raises(IntegrityError):
-        b"".join(decode([bytes(stored)], None))
+        b"".join(decode([bytes(stored)], None, bind=NAME))

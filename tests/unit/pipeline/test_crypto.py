@@ -13,7 +13,9 @@ import pytest
 
 from janua_backup.errors import ConfigError
 from janua_backup.pipeline.crypto import (
+    Kdf,
     Key,
+    Passphrase,
     generate_key_file,
     key_from_file,
     key_from_passphrase,
@@ -119,6 +121,25 @@ def test_passphrase_uses_the_documented_scrypt() -> None:
 def test_empty_passphrase_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="passphrase is empty"):
         key_from_passphrase("")
+    with pytest.raises(ConfigError, match="passphrase is empty"):
+        Passphrase("")
+
+
+def test_a_passphrase_is_derived_once_under_its_repositorys_kdf() -> None:
+    passphrase = Passphrase("correct horse battery staple")
+    assert "correct" not in repr(passphrase) and passphrase.key is None
+    kdf = Kdf(salt=bytes(range(16)))
+    asked: list[int] = []
+
+    def read_kdf() -> Kdf:
+        asked.append(1)
+        return kdf
+
+    key = passphrase.resolve(read_kdf)
+    assert passphrase.resolve(read_kdf) is key and asked == [1]
+    assert key == key_from_passphrase("correct horse battery staple", kdf)
+    assert key.id_salt == kdf.salt and key.key_id != Key(key.secret).key_id
+    assert passphrase.derive(None) == key_from_passphrase("correct horse battery staple")
 
 
 def test_generate_key_file(tmp_path: Path) -> None:

@@ -18,15 +18,18 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from janua_backup.pipeline.crypto import Key
-from tests.unit.pipeline.objects import CODECS, KEY, MiB, encode, sample
+from tests.unit.pipeline.objects import CODECS, KEY, NAME, MiB, encode, sample
 
 CODEC_BYTES = {"none": 0, "gzip": 1, "zstd": 2}
 
 
-def reference_decode(stored: bytes, key: Key | None) -> tuple[bytes, list[int], bytes]:
+def reference_decode(
+    stored: bytes, key: Key | None, name: str = NAME
+) -> tuple[bytes, list[int], bytes]:
     """(codec stream, data payload sizes, trailer) read exactly as documented."""
-    assert stored[:5] == b"JANUA" and stored[5] == 1
     encrypted = stored[7] == 1
+    assert stored[:5] == b"JANUA" and stored[5] == (2 if encrypted else 1)
+    bound = struct.pack(">H", len(name.encode())) + name.encode()
     header = stored[:32] if encrypted else stored[:8]
     aead = None
     if encrypted:
@@ -41,7 +44,7 @@ def reference_decode(stored: bytes, key: Key | None) -> tuple[bytes, list[int], 
         payload = stored[position + 4 : position + 4 + length]
         if aead is not None:
             nonce = b"\0" * 4 + struct.pack(">Q", index)
-            aad = header + struct.pack(">Q", index) + bytes([final])
+            aad = header + struct.pack(">Q", index) + bytes([final]) + bound
             payload = aead.decrypt(nonce, payload, aad)
         if final:
             assert position + 4 + length == len(stored), "nothing may follow the final frame"

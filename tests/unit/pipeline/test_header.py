@@ -14,6 +14,7 @@ from janua_backup.pipeline.header import (
 )
 
 ENCRYPTED = ObjectHeader(codec="zstd", cipher="aes-256-gcm", key_id=b"K" * 8, salt=b"S" * 16)
+BOUND = ObjectHeader(codec="gzip", cipher="aes-256-gcm", key_id=b"K" * 8, salt=b"S" * 16, version=2)
 
 
 @pytest.mark.parametrize(
@@ -23,12 +24,14 @@ ENCRYPTED = ObjectHeader(codec="zstd", cipher="aes-256-gcm", key_id=b"K" * 8, sa
         (ObjectHeader(codec="gzip"), b"JANUA\x01\x01\x00"),
         (ObjectHeader(codec="zstd"), b"JANUA\x01\x02\x00"),
         (ENCRYPTED, b"JANUA\x01\x02\x01" + b"K" * 8 + b"S" * 16),
+        (BOUND, b"JANUA\x02\x01\x01" + b"K" * 8 + b"S" * 16),
     ],
 )
 def test_layout(header: ObjectHeader, stored: bytes) -> None:
     assert header.to_bytes() == stored
     assert header.size_bytes == len(stored)
     assert read_header(stored + b"anything after") == header
+    assert header.bound == (header.version == 2)
 
 
 def test_fixed_sizes() -> None:
@@ -53,7 +56,8 @@ def test_truncated_encrypted_header() -> None:
         (b"JANUB\x01\x01\x00", "not a janua-backup object"),
         (b"\x1f\x8b\x08\x00\x00\x00\x00\x00", "not a janua-backup object"),
         (b"JX", "not a janua-backup object"),
-        (MAGIC + b"\x02\x01\x00", "version 2 is not supported"),
+        (MAGIC + b"\x03\x01\x01", "version 3 is not supported"),
+        (MAGIC + b"\x02\x01\x00", "unencrypted object of format version 2"),
         (MAGIC + b"\x01\x03\x00", "unknown codec 3"),
         (MAGIC + b"\x01\x01\x02", "cipher 2"),
     ],
@@ -71,6 +75,8 @@ def test_foreign_or_newer_headers_are_format_errors(stored: bytes, message: str)
         {"codec": "gzip", "cipher": "aes-256-gcm"},
         {"codec": "gzip", "cipher": "aes-256-gcm", "key_id": b"k" * 8, "salt": b"s"},
         {"codec": "gzip", "key_id": b"k" * 8},
+        {"codec": "gzip", "version": 2},
+        {"codec": "gzip", "version": 3},
     ],
 )
 def test_inconsistent_headers_cannot_be_built(fields: dict[str, object]) -> None:

@@ -42,8 +42,8 @@ def test_heavy_libraries_load_only_when_used() -> None:
     code = (
         "import sys\n"
         "from janua_backup.pipeline.stream import EncodeSpec, encode_bytes, decode_bytes\n"
-        "stored, _, _ = encode_bytes(b'x', EncodeSpec(codec='gzip'))\n"
-        "assert decode_bytes(stored, None) == b'x'\n"
+        "stored, _, _ = encode_bytes(b'x', EncodeSpec(codec='gzip'), bind='x')\n"
+        "assert decode_bytes(stored, None, bind='x') == b'x'\n"
         "print(sorted(m for m in sys.modules if m.startswith(('cryptography', 'zstandard'))))\n"
     )
     result = subprocess.run(

@@ -16,6 +16,7 @@ from janua_backup.pipeline.stream import decode
 from tests.unit.pipeline.objects import (
     CODECS,
     KEY,
+    NAME,
     OTHER_KEY,
     MiB,
     encode,
@@ -30,7 +31,7 @@ SMALL = sample(700, seed=3)
 
 
 def decode_all(stored: bytes, key: Key | None) -> bytes:
-    return b"".join(decode([stored], key))
+    return b"".join(decode([stored], key, bind=NAME))
 
 
 def expected_errors(position: int, encrypted: bool) -> tuple[type[Exception], ...]:
@@ -154,7 +155,7 @@ def test_tampering_is_caught_before_the_damaged_frame_is_released() -> None:
     damaged[100] ^= 1
     released: list[bytes] = []
     with pytest.raises(IntegrityError, match="frame 1 failed authentication"):
-        released.extend(decode([header, frames[0], bytes(damaged), *frames[2:]], KEY))
+        released.extend(decode([header, frames[0], bytes(damaged), *frames[2:]], KEY, bind=NAME))
     assert sum(map(len, released)) == MiB  # frame 0 only
 
 
@@ -195,3 +196,28 @@ def test_frame_lengths_are_checked_before_reading(key: Key | None) -> None:
     short_final = struct.pack(">I", FINAL_FLAG | 40) + bytes(40)
     with pytest.raises(IntegrityError, match="final frame has 40 bytes"):
         decode_all(header + b"".join(frames[:3]) + short_final, key)
+
+
+@pytest.mark.parametrize("size", [0, 700, 2 * MiB + 5], ids=["empty", "small", "frames"])
+@pytest.mark.parametrize("codec", CODECS)
+@pytest.mark.parametrize(
+    "other",
+    [
+        "backups/20261125T214300Z/data/000002",
+        "backups/20261126T000000Z/data/000001",
+        NAME + "\0",
+        NAME[:-1],
+        "",
+    ],
+)
+def test_an_encrypted_object_read_under_another_name_fails_authentication(
+    codec: str, size: int, other: str
+) -> None:
+    stored, _ = encode(sample(size, kind="random"), codec, KEY)
+    with pytest.raises(IntegrityError) as caught:
+        b"".join(decode([stored], KEY, bind=other))
+    assert caught.value.exit_code == 20
+    assert caught.value.message == (
+        f"object {other} is not the object stored under this name (it was written for "
+        "another key); the repository was tampered with or objects were moved"
+    )

@@ -22,7 +22,7 @@ from janua_backup.pipeline.stream import (
     encode_bytes,
     read_header,
 )
-from tests.unit.pipeline.objects import CODECS, KEY, MiB, counting, cut, sample
+from tests.unit.pipeline.objects import CODECS, KEY, NAME, MiB, counting, cut, sample
 
 KEYS = (None, KEY)
 
@@ -52,6 +52,7 @@ chunk_sizes = st.lists(
     write_sizes=chunk_sizes,
     read_sizes=chunk_sizes,
     threads=st.sampled_from([1, 2]),  # 2: one stream compressed on threads (wal-push)
+    name=st.one_of(st.just(NAME), st.text(max_size=300)),  # any repository key, UTF-8
 )
 def test_round_trip(
     codec: str,
@@ -60,17 +61,23 @@ def test_round_trip(
     write_sizes: list[int],
     read_sizes: list[int],
     threads: int,
+    name: str,
 ) -> None:
-    encoder = Encoder(EncodeSpec(codec=codec, key=key, threads=threads))
+    encoder = Encoder(EncodeSpec(codec=codec, key=key, threads=threads), bind=name)
     stored = b"".join(encoder.encode(cut(data, write_sizes)))
     assert encoder.plain == Digest(len(data), hashlib.sha256(data).hexdigest())
     assert encoder.stored == Digest(len(stored), hashlib.sha256(stored).hexdigest())
     header = read_header(stored)
     assert (header.codec, header.encrypted) == (codec, key is not None)
+    assert header.version == (2 if key is not None else 1)
 
     pieces = list(
         decode(
-            cut(stored, read_sizes), key, expect_stored=encoder.stored, expect_plain=encoder.plain
+            cut(stored, read_sizes),
+            key,
+            bind=name,
+            expect_stored=encoder.stored,
+            expect_plain=encoder.plain,
         )
     )
     assert b"".join(pieces) == data
@@ -80,30 +87,32 @@ def test_round_trip(
 @pytest.mark.parametrize("codec", CODECS)
 def test_empty_input_and_empty_chunks(codec: str) -> None:
     for chunks in ([], [b""], [b"", b"", b""]):
-        encoder = Encoder(EncodeSpec(codec=codec, key=KEY))
+        encoder = Encoder(EncodeSpec(codec=codec, key=KEY), bind=NAME)
         stored = b"".join(encoder.encode(chunks))
         assert encoder.plain == Digest(0, hashlib.sha256(b"").hexdigest())
-        assert list(decode([stored], KEY)) == []
-        assert decode_bytes(stored, KEY) == b""
+        assert list(decode([stored], KEY, bind=NAME)) == []
+        assert decode_bytes(stored, KEY, bind=NAME) == b""
 
 
 @pytest.mark.parametrize("codec", CODECS)
 def test_a_key_reads_unencrypted_objects(codec: str) -> None:
-    stored, _, _ = encode_bytes(b"written before encryption was on", EncodeSpec(codec=codec))
+    stored, _, _ = encode_bytes(
+        b"written before encryption was on", EncodeSpec(codec=codec), bind=NAME
+    )
     assert not read_header(stored).encrypted
-    assert decode_bytes(stored, KEY) == b"written before encryption was on"
+    assert decode_bytes(stored, KEY, bind=NAME) == b"written before encryption was on"
 
 
 def test_encode_bytes_returns_both_digests() -> None:
     data = sample(10_000)
-    stored, plain, stored_digest = encode_bytes(data, EncodeSpec(codec="zstd", level=19))
+    stored, plain, stored_digest = encode_bytes(data, EncodeSpec(codec="zstd", level=19), bind=NAME)
     assert plain == Digest(len(data), hashlib.sha256(data).hexdigest())
     assert stored_digest == Digest(len(stored), hashlib.sha256(stored).hexdigest())
-    assert decode_bytes(stored, None) == data
+    assert decode_bytes(stored, None, bind=NAME) == data
 
 
 def test_digests_are_known_only_after_encoding() -> None:
-    encoder = Encoder(EncodeSpec())
+    encoder = Encoder(EncodeSpec(), bind=NAME)
     stream = encoder.encode([b"abc"])
     with pytest.raises(RuntimeError):
         _ = encoder.plain
@@ -127,7 +136,7 @@ def test_bad_spec_is_a_config_error(codec: str, level: int | None) -> None:
 
 def test_expected_digests_are_checked() -> None:
     data = sample(50_000)
-    stored, plain, stored_digest = encode_bytes(data, EncodeSpec(key=KEY))
+    stored, plain, stored_digest = encode_bytes(data, EncodeSpec(key=KEY), bind=NAME)
     wrong: list[tuple[Digest | None, Digest | None]] = [
         (Digest(stored_digest.size_bytes, "0" * 64), None),
         (Digest(stored_digest.size_bytes + 1, stored_digest.sha256), None),
@@ -138,33 +147,37 @@ def test_expected_digests_are_checked() -> None:
     ]
     for expect_stored, expect_plain in wrong:
         with pytest.raises(IntegrityError) as caught:
-            list(decode([stored], KEY, expect_stored=expect_stored, expect_plain=expect_plain))
+            list(
+                decode(
+                    [stored], KEY, bind=NAME, expect_stored=expect_stored, expect_plain=expect_plain
+                )
+            )
         assert type(caught.value) is IntegrityError
         assert "expected" in str(caught.value)
     upper = Digest(plain.size_bytes, plain.sha256.upper())
-    assert b"".join(decode([stored], KEY, expect_plain=upper)) == data
+    assert b"".join(decode([stored], KEY, bind=NAME, expect_plain=upper)) == data
 
 
 def test_a_too_large_object_fails_before_it_is_read_to_the_end() -> None:
     data = sample(3 * MiB, kind="random")
-    stored, _, digest = encode_bytes(data, EncodeSpec(codec="none"))
+    stored, _, digest = encode_bytes(data, EncodeSpec(codec="none"), bind=NAME)
     seen: list[int] = []
     chunks = counting(cut(stored, [64 * 1024]), seen)
     with pytest.raises(IntegrityError, match="larger than the expected"):
-        list(decode(chunks, None, expect_stored=Digest(MiB, digest.sha256)))
+        list(decode(chunks, None, bind=NAME, expect_stored=Digest(MiB, digest.sha256)))
     assert sum(seen) < 2 * MiB
 
 
 def test_highly_compressible_200_mib_stays_bounded() -> None:
     zero_mib = bytes(MiB)
-    encoder = Encoder(EncodeSpec(codec="zstd"))
+    encoder = Encoder(EncodeSpec(codec="zstd"), bind=NAME)
     tracemalloc.start()
     try:
         stored = b"".join(encoder.encode(itertools.repeat(zero_mib, 200)))
         _, encode_peak = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
         total = 0
-        for piece in decode([stored], None, expect_plain=encoder.plain):
+        for piece in decode([stored], None, bind=NAME, expect_plain=encoder.plain):
             assert len(piece) <= MiB
             total += len(piece)
         _, decode_peak = tracemalloc.get_traced_memory()
@@ -176,7 +189,7 @@ def test_highly_compressible_200_mib_stays_bounded() -> None:
 
 
 def test_on_header_can_refuse_an_object_before_any_plaintext() -> None:
-    stored, _, _ = encode_bytes(b"unencrypted", EncodeSpec(codec="gzip"))
+    stored, _, _ = encode_bytes(b"unencrypted", EncodeSpec(codec="gzip"), bind=NAME)
     seen: list[ObjectHeader] = []
 
     def require_encryption(header: ObjectHeader) -> None:
@@ -185,7 +198,7 @@ def test_on_header_can_refuse_an_object_before_any_plaintext() -> None:
             raise IntegrityError("the repository requires encrypted objects")
 
     with pytest.raises(IntegrityError, match="requires encrypted"):
-        next(decode([stored], KEY, on_header=require_encryption))
+        next(decode([stored], KEY, bind=NAME, on_header=require_encryption))
     assert seen == [ObjectHeader(codec="gzip")]
-    encrypted, _, _ = encode_bytes(b"secret", EncodeSpec(codec="gzip", key=KEY))
-    assert b"".join(decode([encrypted], KEY, on_header=require_encryption)) == b"secret"
+    encrypted, _, _ = encode_bytes(b"secret", EncodeSpec(codec="gzip", key=KEY), bind=NAME)
+    assert b"".join(decode([encrypted], KEY, bind=NAME, on_header=require_encryption)) == b"secret"

@@ -15,7 +15,7 @@ from janua_backup.pipeline.digest import Digest
 from janua_backup.pipeline.frames import FrameWriter
 from janua_backup.pipeline.header import ObjectHeader, read_header
 from janua_backup.pipeline.stream import EncodeSpec, decode, encode_bytes
-from tests.unit.pipeline.objects import KEY, MiB, sample
+from tests.unit.pipeline.objects import KEY, NAME, MiB, sample
 
 # Written by janua-backup before zstd streams had several frames (git 563e861), from
 # DATA; the encrypted one with KEY. Repositories hold such objects: they must decode.
@@ -80,7 +80,7 @@ OLD_GZIP = bytes.fromhex(
 def test_objects_written_before_still_decode(stored: bytes, key: Key | None) -> None:
     assert read_header(stored).version == 1
     expect = Digest(len(DATA), hashlib.sha256(DATA).hexdigest())
-    assert b"".join(decode([stored], key, expect_plain=expect)) == DATA
+    assert b"".join(decode([stored], key, bind=NAME, expect_plain=expect)) == DATA
 
 
 def frame_sizes(stream: bytes) -> list[int]:
@@ -107,8 +107,10 @@ def test_the_writer_ends_a_zstd_frame_every_window(level: int, window: int) -> N
 def test_objects_of_several_zstd_frames_round_trip(size: int, key: Key | None) -> None:
     # Frame ends falling on the reader's 1 MiB output boundaries included.
     data = sample(size, kind="text")
-    stored, plain, stored_digest = encode_bytes(data, EncodeSpec(codec="zstd", key=key))
-    out = b"".join(decode([stored], key, expect_stored=stored_digest, expect_plain=plain))
+    stored, plain, stored_digest = encode_bytes(data, EncodeSpec(codec="zstd", key=key), bind=NAME)
+    out = b"".join(
+        decode([stored], key, bind=NAME, expect_stored=stored_digest, expect_plain=plain)
+    )
     assert out == data
 
 
@@ -117,9 +119,9 @@ def test_any_zstd_frames_back_to_back_decode_and_garbage_after_them_does_not() -
     stream = zstandard.ZstdCompressor().compress(first) + zstandard.ZstdCompressor().compress(
         second
     )
-    assert b"".join(decode([object_of(stream, first + second)], None)) == first + second
+    assert b"".join(decode([object_of(stream, first + second)], None, bind=NAME)) == first + second
     with pytest.raises(IntegrityError):
-        b"".join(decode([object_of(stream + b"junk", first + second)], None))
+        b"".join(decode([object_of(stream + b"junk", first + second)], None, bind=NAME))
 
 
 def object_of(stream: bytes, plain: bytes) -> bytes:

@@ -27,6 +27,7 @@ from janua_backup.repository.manifest import (
 from janua_backup.repository.objects import Repo
 from janua_backup.repository.transfer import SourceFile
 from janua_backup.repository.transfer_download import Fetched, Placement, download
+from tests.unit.pipeline.objects import KEY
 from tests.unit.repository.helpers import manifest, memory_repo
 
 MIB = 1024 * 1024
@@ -101,11 +102,13 @@ def contents(root: Path) -> dict[str, bytes]:
 Chain = tuple[Repo, Path, list[Manifest], list[dict[str, bytes]]]
 
 
-@pytest.fixture
-def chain(tmp_path: Path) -> Chain:
+@pytest.fixture(params=["plain", "encrypted"])
+def chain(tmp_path: Path, request: pytest.FixtureRequest) -> Chain:
     """A full backup and two incrementals; returns the repo, the data dir, the
-    manifests and the data as each backup saw it."""
-    repo, root = memory_repo(), tmp_path / "data"
+    manifests and the data as each backup saw it. Encrypted: an incremental reads
+    its parents' objects under their keys, which their encryption binds."""
+    repo = memory_repo(KEY if request.param == "encrypted" else None)
+    root = tmp_path / "data"
     states = [
         {
             "PG_VERSION": b"15\n",

@@ -145,8 +145,9 @@ def test_a_swapped_part_is_refused_on_restore(tmp_path: Path) -> None:
     repo = memory_repo()
     m = back_up(tmp_path, repo, [source(tmp_path, "big", BIG)])
     name = entry_of(m, "big").parts[2]
-    stored, _, digest = encode_bytes(b"x" * PART, repo.spec)
-    repo.storage.put(layout.data_key(BACKUP_ID, name), [stored])
+    key = layout.data_key(BACKUP_ID, name)
+    stored, _, digest = encode_bytes(b"x" * PART, repo.spec, bind=key)
+    repo.storage.put(key, [stored])
     objects = tuple(
         replace(o, stored_size_bytes=digest.size_bytes, stored_sha256=digest.sha256)
         if o.name == name

@@ -57,8 +57,9 @@ def test_a_file_alone_in_a_swapped_object_is_refused(tmp_path: Path) -> None:
     m, repo = backed_up(tmp_path)
     big = next(e for e in m.files if e.path == "big")
     assert big.object is not None
-    stored, _, digest = encode_bytes(b"x" * big.size_bytes, repo.spec)
-    repo.storage.put(layout.data_key(BACKUP_ID, big.object), [stored])
+    key = layout.data_key(BACKUP_ID, big.object)
+    stored, _, digest = encode_bytes(b"x" * big.size_bytes, repo.spec, bind=key)
+    repo.storage.put(key, [stored])
     objects = tuple(
         replace(o, stored_size_bytes=digest.size_bytes, stored_sha256=digest.sha256)
         if o.name == big.object
