@@ -83,7 +83,7 @@ def test_a_data_object_of_one_backup_copied_over_anothers_is_refused(tmp_path: P
     dest = tmp_path / "dest"
     dest.mkdir()
     with pytest.raises(IntegrityError, match=not_stored_here(target)):
-        download(repo, second, Placement(lambda path: dest / path, chown=False), jobs=1)
+        download(repo, second, Placement(dest, chown=False), jobs=1)
 
 
 def test_a_manifest_copied_over_another_backups_is_refused(tmp_path: Path) -> None:
