@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ import pytest
 
 from tests.integration import janua
 from tests.integration.janua import RepoSpec
+from tests.integration.test_extract import PYTHON, SCRIPT, SKIP_RESTORE_ONLY, tree
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 EXPECTED: dict[str, Any] = json.loads((FIXTURES / "old-repo-d885d3e.json").read_text())
@@ -61,6 +63,13 @@ def digests(repo_dir: Path) -> dict[str, str]:
     }
 
 
+def format_of(path: Path) -> tuple[int, int]:
+    """(format version, cipher) from an object's header."""
+    header = path.read_bytes()[:8]
+    assert header[:5] == b"JANUA", path
+    return header[5], header[7]
+
+
 def rows(cluster: Any) -> list[tuple[int, str]]:
     return [(int(i), str(n)) for i, n in cluster.sql("SELECT id, note FROM items ORDER BY id")]
 
@@ -70,6 +79,10 @@ def test_list_shows_both_backups_and_verify_repo_passes(
 ) -> None:
     config, repo_dir = old_repo
     before = digests(repo_dir)
+    # What makes it old: encrypted objects of format 1, a marker without a KDF record.
+    objects = [repo_dir / k for k in before if k.startswith(("wal/", "backups/"))]
+    assert {format_of(p) for p in objects} == {(1, 1)}
+    assert b'"kdf"' not in (repo_dir / "repository.json").read_bytes()
     listing = janua.run_json(janua_exe, config, "list")
     assert [b["backup_id"] for b in listing["backups"]] == BACKUP_IDS
     assert [b["type"] for b in listing["backups"]] == ["full", "incr"]
@@ -116,6 +129,8 @@ def test_wal_push_into_the_old_repository_keeps_it_restorable(
     after = digests(repo_dir)
     assert {k: after[k] for k in before} == before  # nothing old rewritten, the marker too
     assert f"wal/{segment}" in after and "wal/00000002.history" in after
+    # the new segment is in today's format (2: bound to its key) beside the old ones
+    assert format_of(repo_dir / "wal" / segment) == (2, 1)
     janua.ok(janua.run(janua_exe, config, "verify", "--repo"))
     listing = janua.run_json(janua_exe, config, "list")
     assert [b["backup_id"] for b in listing["backups"]] == BACKUP_IDS
@@ -124,3 +139,48 @@ def test_wal_push_into_the_old_repository_keeps_it_restorable(
     janua.ok(janua.run(janua_exe, config, "restore", "--pgdata", str(second)))
     restored = janua.start_restored(pg_factory, second)
     assert rows(restored) == [*ALL_ROWS, (21, "row 21 (new timeline)")]
+
+
+def test_janua_extract_reads_the_old_repository_as_restore_does(
+    old_repo: tuple[Path, Path], pg_factory: Any, janua_exe: Path
+) -> None:
+    """The way out without janua-backup (scripts/janua-extract) derives the legacy key and
+    reads format 1: the incremental's data directory and every WAL segment come out with
+    the bytes janua-backup restore and wal-fetch give."""
+    probe = [str(PYTHON), "-I", "-c", "import cryptography"]
+    if not PYTHON.exists() or subprocess.run(probe, check=False).returncode != 0:
+        pytest.skip("no system Python with cryptography")
+    config, repo_dir = old_repo
+    work = pg_factory.empty_dir()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "OLD_PASSPHRASE": EXPECTED["passphrase"],
+    }
+
+    def extract(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [str(PYTHON), "-I", str(SCRIPT), str(repo_dir), "--passphrase-env", "OLD_PASSPHRASE"]
+        return subprocess.run(
+            [*argv, *args], capture_output=True, text=True, cwd=work, env=env, timeout=300,
+            check=False,
+        )  # fmt: skip
+
+    listed = extract("list")
+    assert listed.returncode == 0, listed.stderr
+    assert all(backup_id in listed.stdout for backup_id in BACKUP_IDS)
+    extracted, restored = work / "extracted", work / "restored"
+    done = extract("backup", BACKUP_IDS[-1], str(extracted))
+    assert done.returncode == 0, done.stderr
+    janua.ok(janua.run(janua_exe, config, "restore", "--pgdata", str(restored)))
+    mine, theirs = tree(extracted), tree(restored)
+    assert {p for p in theirs if p not in mine} == {"recovery.signal"}
+    assert set(mine) <= set(theirs)
+    assert [p for p in mine if mine[p] != theirs[p] and p not in SKIP_RESTORE_ONLY] == []
+
+    segments = sorted(p.name for p in (repo_dir / "wal").iterdir())
+    assert len(segments) > 3
+    for name in segments:
+        by_script, by_janua = work / f"{name}.extract", work / f"{name}.fetch"
+        done = extract("wal", name, str(by_script))
+        assert done.returncode == 0, done.stderr
+        janua.ok(janua.run(janua_exe, config, "wal-fetch", name, str(by_janua)))
+        assert by_script.read_bytes() == by_janua.read_bytes(), name
