@@ -49,7 +49,8 @@ class Request:
     target: str  # path and query
 
 
-Aim = Callable[[Request], bool]
+Aim = Callable[[Request], bool | str]
+"""Which requests may get a fault (then drawn at the rate); a mode name forces that fault."""
 
 
 def everything(_request: Request) -> bool:
@@ -151,7 +152,10 @@ class FaultProxy:
         with self._lock:
             self.requests += 1
             roll, pick = self._random.random(), self._random.choice(self._modes)
-            if not self._aim(request) or roll >= self._rate:
+            verdict = self._aim(request)
+            if isinstance(verdict, str):
+                pick = verdict
+            elif not verdict or roll >= self._rate:
                 return None
             self.faults[pick] += 1
             self.log.append((request.method, request.target, pick))
