@@ -23,7 +23,7 @@ import pytest
 from janua_backup.errors import ObjectExists
 from janua_backup.storage.s3 import S3Location, S3Storage
 from tests.integration import janua
-from tests.integration.faultproxy import MODES, FaultProxy, Request, writes
+from tests.integration.faultproxy import FaultProxy, Request, writes
 from tests.integration.janua import RepoSpec
 from tests.integration.test_pitr import s3_spec
 from tests.unit.storage.contract import BIG_BYTES, MIB, chunked, pattern, read
@@ -47,9 +47,14 @@ def once_each(aimed: Callable[[Request], bool | str]) -> Callable[[Request], boo
     return aim
 
 
+LOST = ("reset", "error500")  # random faults: the driver retries the request
+
+
 def cut_first_read_of(*markers: str) -> Callable[[Request], bool | str]:
     """The first GET of every object whose key holds one of ``markers`` is cut in half
-    (a read that dies mid-body); every request may also get a random fault."""
+    (a read that dies mid-body: re-read from the start); every request may also get a
+    random lost answer. (Random cuts too would now and then cut all 3 reads of one
+    object: a clear failure, as it should be, but not a repeatable test.)"""
     first = once_each(
         lambda r: r.method == "GET" and "?" not in r.target and any(m in r.target for m in markers)
     )
@@ -189,10 +194,10 @@ def test_restore_through_a_faulty_network_brings_back_exactly_the_rows(
     stack = backed_up
     target = pg_factory.empty_dir() / "restored"
     aim = cut_first_read_of("/data/")
-    with FaultProxy(upstream, rate=0.15, seed=seed, modes=MODES, aim=aim) as proxy:
+    with FaultProxy(upstream, rate=0.15, seed=seed, modes=LOST, aim=aim) as proxy:
         config = stack.through(proxy)
         janua.ok(stack.run(config, "restore", "--pgdata", str(target)))
-        assert proxy.faults["truncate"] >= 2
+        assert proxy.faults["truncate"] >= 1
         # Recovery fetches its WAL through the same faulty network (restore_command).
         restored = janua.start_restored(pg_factory, target)
         assert janua.ids(restored) == list(range(1, 16))
@@ -207,7 +212,7 @@ def test_verify_repo_through_a_faulty_network_passes(
     # mid-body stopped the check (exit 10/11).
     stack = backed_up
     aim = cut_first_read_of("/data/", "/wal/", "/manifest")
-    with FaultProxy(upstream, rate=0.15, seed=seed, modes=MODES, aim=aim) as proxy:
+    with FaultProxy(upstream, rate=0.15, seed=seed, modes=LOST, aim=aim) as proxy:
         done = stack.run(stack.through(proxy), "verify", "--repo")
-    janua.ok(done)
+    assert done.returncode == 0, f"{done.stderr}\nfaults: {proxy.log}"
     assert proxy.faults["truncate"] >= 3
