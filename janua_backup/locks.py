@@ -15,11 +15,14 @@ names the purpose, owner, host, pid, start time and an expiry the live holder
 pushes forward by rewriting its own key every ``ttl/3``.
 
 * **acquire**: list the generations; if the highest record is live (not
-  released, not expired), refuse with ``LockHeld`` (exit 42). Otherwise create
-  ``top + 1`` with ``if_absent``; ``ObjectExists`` means a peer won that
-  generation: start over. After winning, list again: a generation above ours
-  means a slower peer's stale create (below) raced us: delete ours, refuse.
-  Then delete generations ``<= seq - 2``.
+  released, not expired), refuse with ``LockHeld`` (exit 42), unless its holder
+  is provably gone (below). Otherwise create ``top + 1`` with ``if_absent``;
+  ``ObjectExists`` means a peer won that generation: start over. A record
+  carrying our own owner token (random per acquisition) is ours: our create
+  landed although its answer was lost, so we hold that generation. After
+  winning, list again: a generation above ours means a slower peer's stale
+  create (below) raced us: delete ours, refuse. Then delete generations
+  ``<= seq - 2``.
 * **renew**: list; a generation above ours means we were taken over (we failed
   to renew in time), so the handle is *lost*; else overwrite our own key with
   a new expiry. A renewal that fails, or completes only after the previous
@@ -44,16 +47,25 @@ before every rewrite and stops at the first generation above its own, and
 ``check()`` refuses once ``expires`` has passed without a renewal, so a long
 backup that calls ``check()`` between files stops within one file of losing.
 
+A holder that died (SIGKILL, OOM, a reboot of the container) cannot release.
+When the live record names this host, this boot (``/proc/sys/kernel/random/boot_id``)
+and this PID namespace, and its pid no longer exists (or is a zombie), nobody
+can be renewing it: the acquirer takes over at once and logs one line saying so
+(pgBackRest does the same with its lock files). A pid that exists may be a
+reused one; that, another host, another boot or another namespace still waits
+for the expiry: only a proof of death shortens the lease.
+
 Limits. Expiry compares the holder's written ``expires`` with the acquirer's
 clock: the ttl must exceed the clock skew between hosts (NTP keeps it far below
-the default five minutes). A lock held by a process that died is taken over
-only once its ``expires`` passes (at most ``ttl`` after the death). A record
+the default five minutes). A lock held by a process that died on another host
+is taken over only once its ``expires`` passes (at most ``ttl`` after the death). A record
 that cannot be parsed is treated as held until its object's modified time plus
 ``DEFAULT_TTL_S``, and the message names its key so a person can remove it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -64,6 +76,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from janua_backup.errors import LockHeld, ObjectExists, ObjectNotFound, StorageError
 from janua_backup.repository import layout
@@ -110,6 +123,8 @@ class LockRecord:
     renewed: datetime
     expires: datetime
     released: bool = False
+    boot_id: str | None = None  # the holder host's boot, None where unknown
+    pid_ns: str | None = None  # the holder's PID namespace (containers share a boot id)
 
     def is_live(self, now: datetime) -> bool:
         return not self.released and now < self.expires
@@ -126,6 +141,8 @@ class LockRecord:
                 "renewed": _iso(self.renewed),
                 "expires": _iso(self.expires),
                 "released": self.released,
+                "boot_id": self.boot_id,
+                "pid_ns": self.pid_ns,
             },
             indent=1,
         ).encode()
@@ -142,6 +159,9 @@ class LockRecord:
             raise ValueError("purpose, owner and host must be strings")
         if type(pid) is not int or type(released) is not bool:
             raise ValueError("pid must be an integer and released a boolean")
+        machine = {name: fields.get(name) for name in ("boot_id", "pid_ns")}
+        if not all(value is None or isinstance(value, str) for value in machine.values()):
+            raise ValueError("boot_id and pid_ns must be strings")
         return cls(
             purpose=str(texts["purpose"]),
             owner=str(texts["owner"]),
@@ -151,6 +171,8 @@ class LockRecord:
             renewed=_parse_time(fields.get("renewed")),
             expires=_parse_time(fields.get("expires")),
             released=released,
+            boot_id=machine["boot_id"],
+            pid_ns=machine["pid_ns"],
         )
 
 
@@ -194,26 +216,83 @@ def _read(storage: Storage, gen: _Generation) -> LockRecord:
     return LockRecord.from_bytes(b"".join(storage.get(gen.info.key)))
 
 
-def _refusal(storage: Storage, gen: _Generation, now: datetime) -> LockHeld | None:
-    """The error that keeps us out while generation ``gen`` is held, or None if it is free.
-
-    Raises ``ObjectNotFound`` when the record vanished between list and get.
-    """
-    where = f"{storage.describe()}/{gen.info.key}"
+def _read_top(storage: Storage, gen: _Generation) -> LockRecord | ValueError:
+    """The record of ``gen``, or why it cannot be parsed; ``ObjectNotFound`` if it is gone."""
     try:
-        record = _read(storage, gen)
+        return _read(storage, gen)
     except ValueError as exc:
+        return exc
+
+
+def _refusal(
+    storage: Storage, gen: _Generation, record: LockRecord | ValueError, now: datetime
+) -> LockHeld | None:
+    """The error that keeps us out while generation ``gen`` is held, or None if it is free."""
+    where = f"{storage.describe()}/{gen.info.key}"
+    if isinstance(record, ValueError):
         until = gen.info.modified + timedelta(seconds=DEFAULT_TTL_S)
         if now >= until:
             return None
         return LockHeld(
-            f"the lock record {where} is unreadable ({exc}); it is treated as held until "
+            f"the lock record {where} is unreadable ({record}); it is treated as held until "
             f"{_human(until)}: retry then, or delete it if no backup or expire of this cluster "
             "is running"
         )
     if not record.is_live(now):
         return None
+    if _holder_is_gone(record):
+        log.warning(
+            "took over the lock of %s pid %d on this host: that process is gone",
+            record.purpose, record.pid,
+        )  # fmt: skip
+        return None
     return _held_error(record)
+
+
+@functools.cache
+def _machine() -> tuple[str | None, str | None]:
+    """(boot id, PID namespace) of this process; None for what this system does not tell."""
+    try:
+        boot_id: str | None = Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        boot_id = None
+    try:
+        pid_ns: str | None = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pid_ns = None
+    return boot_id, pid_ns
+
+
+def _holder_is_gone(record: LockRecord) -> bool:
+    """True only with proof: the holder ran on this host, this boot and in this PID
+    namespace (so its pid means the same process here), and that pid is gone."""
+    boot_id, pid_ns = _machine()
+    same_machine = (
+        record.host == socket.gethostname()
+        and boot_id is not None
+        and pid_ns is not None
+        and (record.boot_id, record.pid_ns) == (boot_id, pid_ns)
+    )
+    return same_machine and record.pid != os.getpid() and not _pid_alive(record.pid)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` names a process that may still run (a zombie has finished)."""
+    if pid <= 0:
+        return True  # not a process id: no proof of anything
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by another user
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def _held_error(record: LockRecord) -> LockHeld:
@@ -248,20 +327,29 @@ def acquire(
     """
     ttl, interval = _durations(ttl_s, renew_interval_s)
     owner = uuid.uuid4().hex
+    boot_id, pid_ns = _machine()
     for _ in range(_ATTEMPTS):
         gens = _generations(storage, name)
         top = gens[-1].seq if gens else 0
         if gens:
             try:
-                refusal = _refusal(storage, gens[-1], now())
+                current = _read_top(storage, gens[-1])
             except ObjectNotFound:
                 continue  # deleted by hand between list and get: look again
-            if refusal is not None:
-                raise refusal
+            if isinstance(current, LockRecord) and current.owner == owner:
+                if current.is_live(now()):  # our create landed, its answer was lost
+                    handle = LockHandle(storage, name, top, current, ttl, interval, now)
+                    handle._confirm()
+                    return handle
+            else:
+                refusal = _refusal(storage, gens[-1], current, now())
+                if refusal is not None:
+                    raise refusal
         started = now()
         record = LockRecord(
             purpose=purpose, owner=owner, host=socket.gethostname(), pid=os.getpid(),
             started=started, renewed=started, expires=started + ttl,
+            boot_id=boot_id, pid_ns=pid_ns,
         )  # fmt: skip
         try:
             storage.put(layout.lock_key(name, top + 1), [record.to_bytes()], if_absent=True)
@@ -371,7 +459,8 @@ class LockHandle:
         if higher:
             self._storage.delete([self.key])
             try:
-                refusal = _refusal(self._storage, higher[-1], self._now())
+                top = _read_top(self._storage, higher[-1])
+                refusal = _refusal(self._storage, higher[-1], top, self._now())
             except ObjectNotFound:
                 refusal = None
             raise refusal or LockHeld(

@@ -17,8 +17,11 @@ backup that needs it (the message names them).
 
 A damaged, missing or undecryptable object is a ``Problem`` to report, never
 an exception; storage that cannot be reached (or refuses us) raises, because
-then the check itself could not run. At most ``jobs`` objects are read at
-once, each in ~1 MiB pieces, so memory stays bounded whatever the sizes.
+then the check itself could not run. An object that reads as damaged, or whose
+read dies mid-body, is read again from its start a few times (``reread``): only
+damage every read shows is reported, never one a flaky network made up. At
+most ``jobs`` objects are read at once, each in ~1 MiB pieces, so memory stays
+bounded whatever the sizes.
 Must not import psycopg, commands or cli.
 """
 
@@ -50,6 +53,7 @@ from janua_backup.pipeline.stream import Digest
 from janua_backup.repository import catalog, layout, wal_archive, window
 from janua_backup.repository.manifest import FileEntry, Manifest, StoredObject
 from janua_backup.repository.objects import Repo
+from janua_backup.repository.reread import rereading
 from janua_backup.repository.transfer import run_bounded
 from janua_backup.repository.wal_archive import ArchivedWal
 from janua_backup.repository.window import WalIndex, Window
@@ -416,7 +420,8 @@ def _object_jobs(manifests: Sequence[Manifest]) -> dict[_ObjectKey, _ObjectJob]:
 
 def _object_task(repo: Repo, key: _ObjectKey, job: _ObjectJob) -> Callable[[], _Read]:
     files = sorted(job.files.values(), key=lambda f: (f.offset, f.size_bytes))
-    return lambda: _check_object(repo, key, job, files)
+    what = f"backup {job.holder} object {job.obj.name}"
+    return lambda: rereading(lambda: _check_object(repo, key, job, files), what=what, sound=_sound)
 
 
 def _check_object(
@@ -464,8 +469,19 @@ class _Cluster:
     pg_major: int | None
 
 
+def _sound(read: _Read) -> bool:
+    """A read no second read could change: no problem, or only ones not made in transit
+    (the store confirmed the object missing; the object passed its checks but a file
+    in it differs from the manifest)."""
+    return all(p.kind in _SETTLED for p in read.problems)
+
+
+_SETTLED = frozenset({ProblemKind.MISSING_OBJECT, ProblemKind.FILE_MISMATCH})
+
+
 def _wal_task(repo: Repo, wal: ArchivedWal, cluster: _Cluster) -> Callable[[], _Read]:
-    return lambda: _check_wal(repo, wal, cluster)
+    what = f"WAL {wal.name}"
+    return lambda: rereading(lambda: _check_wal(repo, wal, cluster), what=what, sound=_sound)
 
 
 def _check_wal(repo: Repo, wal: ArchivedWal, cluster: _Cluster) -> _Read:

@@ -36,6 +36,7 @@ from janua_backup.pipeline.crypto import Kdf, Passphrase
 from janua_backup.pipeline.stream import EncodeSpec
 from janua_backup.repository import layout
 from janua_backup.repository.objects import Repo
+from janua_backup.repository.reread import rereading
 
 _PLAIN = EncodeSpec(codec="none", key=None)
 
@@ -67,13 +68,15 @@ class Marker:
 
 def read(repo: Repo) -> Marker | None:
     """The marker, or None for a repository nobody has written to yet."""
-    try:
-        raw = repo.storage.get(layout.MARKER_KEY)
-    except ObjectNotFound:
-        return None
     from janua_backup.pipeline.stream import decode
 
-    data = b"".join(decode(raw, None, bind=layout.MARKER_KEY))
+    def read_once() -> bytes:
+        return b"".join(decode(repo.storage.get(layout.MARKER_KEY), None, bind=layout.MARKER_KEY))
+
+    try:
+        data = rereading(read_once, what=f"{repo.describe()}/{layout.MARKER_KEY}")
+    except ObjectNotFound:
+        return None
     try:
         fields = json.loads(data)
         kdf = fields.pop("kdf", None)

@@ -24,6 +24,7 @@ from janua_backup.errors import FormatError, IntegrityError
 from janua_backup.pipeline.crypto import Kdf, Key, Passphrase
 from janua_backup.pipeline.header import ObjectHeader
 from janua_backup.pipeline.stream import Chunk, Digest, Encoder, EncodeSpec, decode
+from janua_backup.repository.reread import rereading
 from janua_backup.storage.base import Storage
 
 
@@ -162,4 +163,7 @@ class Repo:
         return self.put(key, [data], if_absent=if_absent, spec=spec)
 
     def get_bytes(self, key: str) -> bytes:
-        return b"".join(self.get(key))
+        """A small object's whole plaintext (a manifest, a history file). Held in memory
+        anyway, so a read that died mid-body or failed its checks is simply read again
+        (``reread``); only what every read shows is raised."""
+        return rereading(lambda: b"".join(self.get(key)), what=f"{self.describe()}/{key}")

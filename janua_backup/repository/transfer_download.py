@@ -20,6 +20,12 @@ and times are set.
 
 At most ``jobs`` objects are read at once, each in pipeline-sized chunks:
 memory stays bounded whatever the size of an object.
+
+An object whose read fails in a way a second read may heal (a GET that died
+mid-body, a body that fails its checks) is read again from its start
+(``reread``), a few times: the files this read created are removed first, and a
+part is simply written again at its place. Only a failure every read repeats
+fails the restore, so one dropped connection does not discard the restore.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from janua_backup.pipeline.stream import Digest
 from janua_backup.repository import layout
 from janua_backup.repository.manifest import FileEntry, Manifest, StoredObject
 from janua_backup.repository.objects import Repo
+from janua_backup.repository.reread import rereading
 from janua_backup.repository.transfer import READ_AHEAD_BYTES, Progress, run_bounded
 
 
@@ -134,22 +141,33 @@ def _restore_object(
 ) -> int:
     obj = job.obj
     where = f"object {obj.name}" + (f" of backup {job.holder}" if job.holder != backup_id else "")
-    try:
-        stream = repo.get(
-            layout.data_key(job.holder, obj.name),
-            expect_stored=Digest(obj.stored_size_bytes, obj.stored_sha256),
-            expect_plain=Digest(obj.plain_size_bytes, obj.plain_sha256),
-        )
-    except ObjectNotFound as exc:
-        raise ObjectNotFound(
-            f"backup {backup_id} needs {where}, which is missing from the repository: "
-            "this backup cannot be restored; restore an older full backup or take a new one"
-        ) from exc
-    # Decoding runs in a thread of its own, ahead of the writes: a restore's
-    # biggest object is carried by one job, and its inflating and its writing
-    # (both release the GIL) then go on at once.
-    with ReadAhead(stream, READ_AHEAD_BYTES, name=f"decode-{obj.name}") as ahead:
-        return _cut_object(ahead, backup_id, where, job, placement, progress)
+    created: list[str] = []  # names (in placement.tree) of whole files this read created
+
+    def read() -> int:
+        try:
+            stream = repo.get(
+                layout.data_key(job.holder, obj.name),
+                expect_stored=Digest(obj.stored_size_bytes, obj.stored_sha256),
+                expect_plain=Digest(obj.plain_size_bytes, obj.plain_sha256),
+            )
+        except ObjectNotFound as exc:
+            raise ObjectNotFound(
+                f"backup {backup_id} needs {where}, which is missing from the repository: "
+                "this backup cannot be restored; restore an older full backup or take a new one"
+            ) from exc
+        # Decoding runs in a thread of its own, ahead of the writes: a restore's
+        # biggest object is carried by one job, and its inflating and its writing
+        # (both release the GIL) then go on at once.
+        with ReadAhead(stream, READ_AHEAD_BYTES, name=f"decode-{obj.name}") as ahead:
+            return _cut_object(ahead, backup_id, where, job, placement, progress, created)
+
+    def start_over() -> None:
+        for name in created:  # created with O_EXCL: nobody else's
+            with contextlib.suppress(FileNotFoundError):
+                placement.tree.remove(name)
+        created.clear()
+
+    return rereading(read, what=f"{where} (backup {backup_id})", before_retry=start_over)
 
 
 def _cut_object(
@@ -159,6 +177,7 @@ def _cut_object(
     job: _Job,
     placement: Placement,
     progress: Progress | None,
+    created: list[str],
 ) -> int:
     obj = job.obj
     reader = _Cutter(stream)
@@ -182,7 +201,9 @@ def _cut_object(
             and entry.size_bytes == obj.plain_size_bytes
             and entry.sha256 == obj.plain_sha256
         )
-        _write_file(entry, reader.take(entry.size_bytes), placement, progress, hashed=whole)
+        _write_file(
+            entry, reader.take(entry.size_bytes), placement, progress, hashed=whole, created=created
+        )
         written += entry.size_bytes
     reader.finish()  # drains the stream so the trailer and the object's digests are checked
     return written
@@ -230,10 +251,12 @@ def _write_file(
     *,
     hashed: bool = False,
     at: int | None = None,
+    created: list[str] | None = None,
 ) -> None:
     """Write one file; unless the decoder checks its bytes already (``hashed``),
     check its size and SHA-256 against the manifest. With ``at``: write one part
-    of a file in parts (created by ``_create``) there; the decoder checks it."""
+    of a file in parts (created by ``_create``) there; the decoder checks it.
+    A file created here is added to ``created`` (a re-read removes it first)."""
     tree, name = placement.tree, placement.name(entry.path)
     digest = None if hashed or at is not None else hashlib.sha256()
     size = 0
@@ -245,6 +268,8 @@ def _write_file(
             os.lseek(fd, at, os.SEEK_SET)
     except OSError as exc:
         raise RestoreError(f"cannot create {tree.path(name)}: {exc.strerror}") from exc
+    if at is None and created is not None:
+        created.append(name)
     with os.fdopen(fd, "wb") as handle:
         for chunk in chunks:
             handle.write(chunk)

@@ -22,6 +22,7 @@ from janua_backup.errors import ObjectExists, WalConflict
 from janua_backup.localfs import atomic_write, read_chunks
 from janua_backup.repository import layout
 from janua_backup.repository.objects import Repo
+from janua_backup.repository.reread import rereading
 
 
 class PushOutcome(enum.Enum):
@@ -70,7 +71,8 @@ def push(
 
 def _same_or_conflict(repo: Repo, name: str, source: Path) -> PushOutcome:
     local = _sha256(read_chunks(source))
-    stored = _sha256(repo.get(layout.wal_key(name)))
+    key = layout.wal_key(name)
+    stored = rereading(lambda: _sha256(repo.get(key)), what=f"{repo.describe()}/{key}")
     if local == stored:
         return PushOutcome.ALREADY_ARCHIVED
     raise WalConflict(

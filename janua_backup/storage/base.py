@@ -63,9 +63,15 @@ class Storage(Protocol):
       An exception raised by ``chunks`` itself reaches the caller unchanged
       (not translated), and leaves no object and no temp file behind.
     * ``put(..., if_absent=True)`` creates the object only if no object exists
-      at ``key``; otherwise raises ``ObjectExists`` and leaves the existing
-      object untouched. Two racing writers: exactly one wins. (On S3 this
-      relies on the store honouring ``If-None-Match: *``; AWS and SeaweedFS do.)
+      at ``key``. If one exists with exactly the bytes being put, the put
+      succeeds and writes nothing: it is idempotent, so a retry whose first
+      attempt was stored but whose answer was lost (S3: 412 on the retry)
+      meets its own object, not a stranger's. If the stored bytes differ it
+      raises ``ObjectExists`` and leaves the existing object untouched. Two
+      racing writers of different bytes: exactly one wins. (On S3 this relies
+      on the store honouring ``If-None-Match: *``; AWS and SeaweedFS do.)
+      Callers whose objects must be unique per writer make their bytes unique
+      (the lock record carries a random owner token).
     * ``get`` raises ``ObjectNotFound`` only when the store confirmed the key is
       absent. A missing bucket raises ``BucketNotFound``, bad credentials
       ``AccessDenied``, a network failure ``StorageUnreachable``; never

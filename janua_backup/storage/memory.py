@@ -48,7 +48,10 @@ class MemoryStorage:
         data = b"".join(bytes(chunk) for chunk in chunks)
         stored = _Stored(data, datetime.now(UTC))
         with self._lock:
-            if if_absent and key in self._objects:
+            existing = self._objects.get(key) if if_absent else None
+            if existing is not None:
+                if existing.data == data:
+                    return  # idempotent: the same bytes are already there
                 raise ObjectExists(f"{self.describe()}/{key} already exists")
             self._objects[key] = stored
 

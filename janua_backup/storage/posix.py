@@ -201,6 +201,8 @@ class PosixStorage:
                 raise StorageError(
                     f"cannot store {path}: a directory of other keys has that name"
                 ) from exc
+            if _same_content(tmp, path):
+                return  # idempotent: the same bytes are already there (the caller drops tmp)
             raise ObjectExists(f"{self.describe()}/{self._key_of(path)} already exists") from exc
         except OSError as exc:
             if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
@@ -298,6 +300,17 @@ def _info(key: str, st: os.stat_result) -> ObjectInfo:
     return ObjectInfo(
         key=key, size_bytes=st.st_size, modified=datetime.fromtimestamp(st.st_mtime, UTC)
     )
+
+
+def _same_content(ours: Path, theirs: Path) -> bool:
+    """Whether two files hold the same bytes, read a chunk at a time (memory stays bounded)."""
+    with ours.open("rb") as mine, theirs.open("rb") as other:
+        if os.fstat(mine.fileno()).st_size != os.fstat(other.fileno()).st_size:
+            return False
+        while chunk := mine.read(_CHUNK_BYTES):
+            if other.read(len(chunk)) != chunk:
+                return False
+        return other.read(1) == b""
 
 
 def _fsync_dir(directory: Path) -> None:

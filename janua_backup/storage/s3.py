@@ -21,8 +21,13 @@ Choices a reader may wonder about:
 * ``if_absent`` sends ``If-None-Match: *`` on the PUT or on
   CompleteMultipartUpload. Stores that ignore the header overwrite silently;
   nothing client-side can make that race-free. A conditional put retried after
-  a lost response may report ``ObjectExists`` for its own first attempt;
-  callers that care compare content (the WAL archive does).
+  a lost response meets its own first attempt (412): the stored object is then
+  read back and compared with what was sent (the bytes of a single PUT; each
+  part's length and MD5 against the ETag the store gave it, for a multipart
+  upload), and the same bytes are success, as the contract says. A
+  CompleteMultipartUpload retried after its answer was lost may also meet
+  ``NoSuchUpload``; the same comparison decides. A store whose part ETags are
+  not MD5s (SSE-KMS) cannot be compared: the conflict stays ``ObjectExists``.
 * ``list`` buffers and sorts one listing: the contract promises lexicographic
   order, and SeaweedFS returns keys in directory order (``a/b`` before
   ``a-b``). That costs roughly 200 bytes per key.
@@ -39,8 +44,10 @@ Choices a reader may wonder about:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -93,6 +100,7 @@ _DENIED = frozenset(
 )  # fmt: skip
 _CONDITION_FAILED = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412"})
 _BARE_NOT_FOUND = frozenset({"404", "NotFound"})
+_MD5_ETAG = re.compile(r'^"?([0-9a-fA-F]{32})"?$')
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,13 +179,19 @@ class S3Storage:
             }  # fmt: skip
             if if_absent:
                 request["IfNoneMatch"] = "*"
-            self._call("put", key, lambda c: c.put_object(**request))
+            try:
+                self._call("put", key, lambda c: c.put_object(**request))
+            except ObjectExists:
+                if not self._holds(key, iter([first[0]])):
+                    raise
             return
-        if if_absent and self.head(key) is not None:
-            # Cheap refusal before uploading parts the store would refuse anyway.
-            raise ObjectExists(f"{self.describe()}/{key} already exists")
         stream = _prepend(first, parts)
         del first  # the generator now holds the only reference: one part in memory
+        if if_absent and self.head(key) is not None:
+            # Compared with the stream before uploading parts the store would refuse anyway.
+            if not self._holds(key, (body for body, _last in stream)):
+                raise ObjectExists(f"{self.describe()}/{key} already exists")
+            return
         self._put_multipart(key, stream, if_absent)
 
     def get(self, key: str) -> Iterator[bytes]:
@@ -392,6 +406,35 @@ class S3Storage:
         self._call("check", None, lambda c: c.head_bucket(Bucket=bucket))
         self._bucket_seen_at = time.monotonic()
 
+    def _holds(self, key: str, sent: Iterator[bytes]) -> bool:
+        """Whether the object at ``key`` is exactly the bytes of ``sent`` (read in step)."""
+        try:
+            stored = cast("_BodyChunks", self.get(key))
+        except ObjectNotFound:  # deleted since the store refused: not ours to claim
+            return False
+        try:
+            return _same_stream(sent, stored)
+        finally:
+            stored.close()
+
+    def _holds_parts(self, key: str, parts: Sequence[tuple[int, str]]) -> bool:
+        """Whether the object at ``key`` is the parts we uploaded: each ``(length, ETag)``
+        compared with the MD5 of the same stretch of the stored object."""
+        expected = []
+        for _length, etag in parts:
+            match = _MD5_ETAG.match(etag)
+            if match is None:
+                return False  # not an MD5 (SSE-KMS, some stores): cannot tell
+            expected.append(match.group(1).lower())
+        try:
+            stored = cast("_BodyChunks", self.get(key))
+        except ObjectNotFound:
+            return False
+        try:
+            return _part_md5s(stored, [length for length, _etag in parts]) == expected
+        finally:
+            stored.close()
+
     def _put_multipart(
         self, key: str, parts: Iterator[tuple[bytes, bool]], if_absent: bool
     ) -> None:
@@ -400,12 +443,14 @@ class S3Storage:
             "put", key, lambda c: c.create_multipart_upload(Bucket=bucket, Key=full)
         )
         upload_id = created["UploadId"]
+        lengths: list[int] = []
         try:
             done: list[CompletedPartTypeDef] = []
             # No enumerate(): its cached result tuple would keep the previous
             # part alive while the next one is read.
             for body, _last in parts:
                 done.append(self._upload_part(key, upload_id, len(done) + 1, body))
+                lengths.append(len(body))
                 del body  # before the next part is read: one part in memory
             request: CompleteMultipartUploadRequestTypeDef = {
                 "Bucket": bucket, "Key": full, "UploadId": upload_id,
@@ -413,7 +458,15 @@ class S3Storage:
             }  # fmt: skip
             if if_absent:
                 request["IfNoneMatch"] = "*"
-            self._call("put", key, lambda c: c.complete_multipart_upload(**request))
+            try:
+                self._call("put", key, lambda c: c.complete_multipart_upload(**request))
+            except StorageError as exc:
+                # A retry after a lost answer: 412 (our own object is there) or
+                # NoSuchUpload (our completion consumed the upload).
+                settled = isinstance(exc, ObjectExists) or _code(exc) == "NoSuchUpload"
+                sent = [(n, part["ETag"]) for n, part in zip(lengths, done, strict=True)]
+                if not (settled and self._holds_parts(key, sent)):
+                    raise
         except BaseException:
             # Our failure or the caller's stream: either way, no parts left billed.
             self._abort(full, upload_id)
@@ -538,6 +591,51 @@ def _prepend(head: _T, rest: Iterator[_T]) -> Iterator[_T]:
     yield head
     del head
     yield from rest
+
+
+def _same_stream(ours: Iterable[bytes], theirs: Iterable[bytes]) -> bool:
+    """Whether two chunk streams carry the same bytes, whatever their chunk sizes;
+    holds one chunk of each at a time."""
+    mine_chunks, other_chunks = _nonempty(ours), _nonempty(theirs)
+    mine = other = memoryview(b"")
+    while True:
+        if not mine:
+            mine = next(mine_chunks, memoryview(b""))
+        if not other:
+            other = next(other_chunks, memoryview(b""))
+        if not mine or not other:
+            return not mine and not other
+        step = min(len(mine), len(other))
+        if mine[:step] != other[:step]:
+            return False
+        mine, other = mine[step:], other[step:]
+
+
+def _nonempty(chunks: Iterable[bytes]) -> Iterator[memoryview]:
+    return (memoryview(chunk) for chunk in chunks if len(chunk))
+
+
+def _part_md5s(stored: Iterable[bytes], lengths: Sequence[int]) -> list[str] | None:
+    """The MD5 of each stretch of ``lengths`` bytes of ``stored``; None if its length differs."""
+    digests: list[str] = []
+    digest, filled = hashlib.md5(usedforsecurity=False), 0
+    for view in _nonempty(stored):
+        while view:
+            if len(digests) == len(lengths):
+                return None  # longer than what we sent
+            take = min(len(view), lengths[len(digests)] - filled)
+            digest.update(view[:take])
+            filled, view = filled + take, view[take:]
+            if filled == lengths[len(digests)]:
+                digests.append(digest.hexdigest())
+                digest, filled = hashlib.md5(usedforsecurity=False), 0
+    return digests if len(digests) == len(lengths) else None
+
+
+def _code(error: StorageError) -> str:
+    """The store's error code behind a translated error ("" if there was no answer)."""
+    cause = error.__cause__
+    return _details(cause)[0] if isinstance(cause, Exception) else ""
 
 
 def _details(exc: Exception) -> tuple[str, int, str]:

@@ -8,16 +8,22 @@ did, not for how long it took.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from janua_backup import locks
-from janua_backup.errors import LockHeld, StorageError, StorageUnreachable
+from janua_backup.errors import LockHeld, ObjectExists, StorageError, StorageUnreachable
 from janua_backup.repository import layout
 from janua_backup.storage.base import ObjectInfo, Storage
 from janua_backup.storage.memory import MemoryStorage
@@ -176,6 +182,8 @@ def test_record_is_plain_json_naming_the_holder(storage: Storage, clock: Clock) 
             "renewed": "2026-03-01T12:00:00Z",
             "expires": "2026-03-01T12:10:00Z",
             "released": False,
+            "boot_id": Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+            "pid_ns": os.readlink("/proc/self/ns/pid"),
         }
         assert locks.holder(storage, NAME) == handle.record
     after = locks.holder(storage, NAME)
@@ -421,3 +429,95 @@ def test_renew_interval_must_fall_inside_the_ttl(
 ) -> None:
     with pytest.raises(ValueError):
         locks.acquire(storage, NAME, purpose="backup", ttl_s=ttl_s, renew_interval_s=interval_s)
+
+
+class LostAnswer(Wrapped):
+    """The first conditional put is stored, but its answer is lost and the retry is told
+    "already exists" (a store that cannot compare what it holds with what was sent)."""
+
+    lost = 0
+
+    def put(self, key: str, chunks: Iterable[bytes], *, if_absent: bool = False) -> None:
+        self.inner.put(key, chunks, if_absent=if_absent)
+        if if_absent and not self.lost:
+            self.lost += 1
+            raise ObjectExists(f"{self.describe()}/{key} already exists")
+
+
+def test_a_lost_answer_to_our_own_create_is_recognised_by_the_owner_token(
+    storage: Storage, clock: Clock
+) -> None:
+    lossy = LostAnswer(storage)
+    handle = take(lossy, clock)  # not "held by pid <ourselves>"
+    assert lossy.lost == 1
+    assert handle.seq == 1 and seqs(storage) == [1]
+    assert locks.holder(storage, NAME) == handle.record
+    handle.check()
+    with pytest.raises(LockHeld):
+        take(storage, clock)
+    handle.release()
+    take(storage, clock).release()
+
+
+def here_record(clock: Clock, pid: int, **changes: str) -> locks.LockRecord:
+    """A live record as a backup of this host, this boot and this PID namespace writes it."""
+    record = locks.LockRecord(
+        purpose="backup", owner="other", host=socket.gethostname(), pid=pid,
+        started=clock(), renewed=clock(), expires=clock() + timedelta(seconds=TTL_S),
+        boot_id=Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+        pid_ns=os.readlink("/proc/self/ns/pid"),
+    )  # fmt: skip
+    return replace(record, **changes)
+
+
+def gone_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return child.pid
+
+
+def test_a_dead_holder_on_this_host_is_taken_over_at_once(
+    storage: Storage, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    pid = gone_pid()
+    storage.put(layout.lock_key(NAME, 1), [here_record(clock, pid).to_bytes()])
+    with caplog.at_level(logging.WARNING, logger="janua_backup.locks"):
+        handle = take(storage, clock)
+    assert handle.seq == 2
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert said == [f"took over the lock of backup pid {pid} on this host: that process is gone"]
+    handle.release()
+
+
+def test_a_zombie_holder_is_gone(storage: Storage, clock: Clock) -> None:
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    try:
+        stat = Path(f"/proc/{child.pid}/stat")
+        wait_for(lambda: stat.read_text().rpartition(")")[2].split()[0] == "Z")
+        storage.put(layout.lock_key(NAME, 1), [here_record(clock, child.pid).to_bytes()])
+        take(storage, clock).release()
+    finally:
+        child.wait()
+
+
+@pytest.mark.parametrize(
+    "case", ["live pid", "other host", "other boot", "other namespace", "old record"]
+)
+def test_a_holder_not_provably_gone_keeps_the_lock_until_its_expiry(
+    storage: Storage, clock: Clock, case: str
+) -> None:
+    pid = os.getppid() if case == "live pid" else gone_pid()
+    record = here_record(clock, pid)
+    if case == "other host":
+        record = replace(record, host=record.host + "-twin")
+    elif case == "other boot":
+        record = replace(record, boot_id="00000000-0000-0000-0000-000000000000")
+    elif case == "other namespace":
+        record = replace(record, pid_ns="pid:[1]")
+    elif case == "old record":  # written by a version that did not record its machine
+        record = replace(record, boot_id=None, pid_ns=None)
+    storage.put(layout.lock_key(NAME, 1), [record.to_bytes()])
+    with pytest.raises(LockHeld, match=f"pid {pid},"):
+        take(storage, clock)
+    clock.advance(TTL_S)
+    take(storage, clock).release()

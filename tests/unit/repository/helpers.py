@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+from janua_backup.errors import StorageError
 from janua_backup.pg.wal import PAGE_MAGIC, Lsn, WalSegment
 from janua_backup.pipeline.crypto import Key
 from janua_backup.pipeline.stream import EncodeSpec
@@ -73,3 +75,37 @@ def manifest(
         ),
         objects=(StoredObject("data/000001", 3, "ab" * 32, 40, "cd" * 32),),
     )
+
+
+class Flaky(MemoryStorage):
+    """A memory store whose reads of chosen keys go wrong a given number of times, the
+    way a network does: ``"reset"`` dies mid-body, ``"cut"`` ends the body early,
+    ``"flip"`` changes one byte. Later reads of that key are sound."""
+
+    def __init__(self, fault: str, times: int = 1) -> None:
+        super().__init__()
+        self.fault, self.times = fault, times
+        self.faults: dict[str, int] = {}  # key -> faults served
+        self.targets: set[str] | None = None  # None: every key with "/data/" or "wal/"
+
+    def get(self, key: str) -> Iterator[bytes]:
+        data = b"".join(super().get(key))
+        aimed = (
+            ("/data/" in key or key.startswith("wal/"))
+            if self.targets is None
+            else (key in self.targets)
+        )
+        if not aimed or self.faults.get(key, 0) >= self.times or len(data) < 64:
+            return iter([data])
+        self.faults[key] = self.faults.get(key, 0) + 1
+        half = len(data) // 2
+        if self.fault == "flip":
+            return iter([data[:half] + bytes([data[half] ^ 1]) + data[half + 1 :]])
+        if self.fault == "cut":
+            return iter([data[:half]])
+        return _dying(data[:half], f"{self.describe()}/{key}")
+
+
+def _dying(head: bytes, where: str) -> Iterator[bytes]:
+    yield head
+    raise StorageError(f"reading {where} failed mid-stream: connection reset by peer")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from janua_backup.errors import InputError, IntegrityError, ObjectExists
@@ -15,8 +17,10 @@ def test_a_backup_exists_only_once_its_manifest_is_committed() -> None:
     assert catalog.list_backups(repo) == []
     catalog.commit(repo, m)
     assert catalog.list_backups(repo) == [m]
+    catalog.commit(repo, m)  # the same bytes again: a retry after a lost answer succeeds
     with pytest.raises(ObjectExists):
-        catalog.commit(repo, m)  # a committed manifest is never replaced
+        catalog.commit(repo, replace(m, host="elsewhere"))  # never replaced by another
+    assert catalog.list_backups(repo) == [m]
 
 
 def test_clean_incomplete_removes_only_uncommitted_backups() -> None:

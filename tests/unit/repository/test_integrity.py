@@ -10,15 +10,15 @@ from dataclasses import replace
 import pytest
 
 from janua_backup.commands.verify_repo import RepoVerifyResult
-from janua_backup.errors import InputError, StorageUnreachable
+from janua_backup.errors import InputError, StorageError, StorageUnreachable
 from janua_backup.pg.wal import Lsn, WalSegment
 from janua_backup.pipeline.crypto import Key
-from janua_backup.repository import catalog, integrity, layout
+from janua_backup.repository import catalog, integrity, layout, reread
 from janua_backup.repository.integrity import ProblemKind
 from janua_backup.repository.manifest import FileEntry, Manifest, StoredObject
 from janua_backup.repository.objects import Repo
 from janua_backup.storage.memory import MemoryStorage
-from tests.unit.repository.helpers import manifest, memory_repo, segment_bytes
+from tests.unit.repository.helpers import Flaky, manifest, memory_repo, segment_bytes
 
 MIB = 1024 * 1024  # the smallest WAL segment size initdb allows: keeps the tests quick
 BACKUP = "20261125T120000Z"
@@ -360,3 +360,41 @@ def test_a_damaged_history_file_is_reported_and_its_timeline_not_followed() -> N
     assert problem.kind is ProblemKind.DAMAGED_WAL
     assert problem.message.startswith("timeline history 00000002.history is damaged (")
     assert result.backups[0].restorable_to_timeline == 1
+
+
+def copied(repo: Repo, flaky: Flaky) -> Repo:
+    for info in repo.storage.list():
+        flaky.put(info.key, repo.storage.get(info.key))
+    return Repo(flaky, repo.spec)
+
+
+@pytest.mark.parametrize("fault", ["reset", "cut", "flip"])
+def test_damage_a_re_read_does_not_show_is_not_reported(repo: Repo, fault: str) -> None:
+    # Every object, segment and manifest fails its first two reads (in transit):
+    # the check reads each again and passes, as a restore would.
+    flaky = Flaky(fault, times=reread.ATTEMPTS - 1)
+    flaky.targets = {i.key for i in repo.storage.list()}
+    result = check(copied(repo, flaky))
+    assert result.problems == ()
+    (b,) = result.backups
+    assert b.restorable and b.objects_failed == 0
+    assert set(flaky.faults.values()) == {reread.ATTEMPTS - 1}
+    assert layout.manifest_key(BACKUP) in flaky.faults
+
+
+def test_damage_every_read_shows_is_reported_as_before(repo: Repo) -> None:
+    flaky = Flaky("flip", times=reread.ATTEMPTS)
+    key = layout.data_key(BACKUP, "data/000002")
+    flaky.targets = {key, layout.wal_key(seg(5))}
+    result = check(copied(repo, flaky))
+    assert kinds(result) == [
+        ProblemKind.DAMAGED_OBJECT, ProblemKind.WAL_GAP, ProblemKind.DAMAGED_WAL
+    ]  # fmt: skip
+    assert flaky.faults == {key: reread.ATTEMPTS, layout.wal_key(seg(5)): reread.ATTEMPTS}
+
+
+def test_a_read_that_dies_mid_body_every_time_stops_the_check_as_before(repo: Repo) -> None:
+    flaky = Flaky("reset", times=reread.ATTEMPTS)
+    flaky.targets = {layout.wal_key(seg(4))}
+    with pytest.raises(StorageError, match="mid-stream"):
+        check(copied(repo, flaky))

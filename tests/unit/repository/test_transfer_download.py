@@ -9,12 +9,12 @@ import pytest
 
 from janua_backup.errors import IntegrityError
 from janua_backup.pipeline.stream import encode_bytes
-from janua_backup.repository import layout, transfer
+from janua_backup.repository import layout, reread, transfer
 from janua_backup.repository.manifest import Manifest
 from janua_backup.repository.objects import Repo
 from janua_backup.repository.transfer_download import Placement, download
 from tests.unit.pipeline.objects import MiB, sample
-from tests.unit.repository.helpers import manifest, memory_repo
+from tests.unit.repository.helpers import Flaky, manifest, memory_repo
 from tests.unit.repository.test_transfer import BACKUP_ID, PART, source
 
 CONTENT = {
@@ -68,3 +68,26 @@ def test_a_file_alone_in_a_swapped_object_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(IntegrityError, match="plaintext"):
         restore_into(tmp_path / "dest", replace(m, objects=objects), repo)
+
+
+@pytest.mark.parametrize("fault", ["reset", "cut", "flip"])
+def test_an_object_that_fails_once_in_transit_is_read_again(tmp_path: Path, fault: str) -> None:
+    # One GET dying mid-body (or a body cut short, or a flipped bit) must not
+    # discard the restore: the object is read again, its files rewritten.
+    m, repo = backed_up(tmp_path)
+    flaky = Flaky(fault, times=reread.ATTEMPTS - 1)
+    for info in repo.storage.list():
+        flaky.put(info.key, repo.storage.get(info.key))
+    restore_into(tmp_path / "dest", m, Repo(flaky, repo.spec))
+    assert {p.name: p.read_bytes() for p in (tmp_path / "dest").iterdir()} == CONTENT
+    assert sorted(flaky.faults.values()) == [reread.ATTEMPTS - 1] * len(m.objects)
+
+
+def test_damage_every_read_repeats_fails_the_restore_as_before(tmp_path: Path) -> None:
+    m, repo = backed_up(tmp_path)
+    flaky = Flaky("flip", times=reread.ATTEMPTS)
+    for info in repo.storage.list():
+        flaky.put(info.key, repo.storage.get(info.key))
+    with pytest.raises(IntegrityError):
+        restore_into(tmp_path / "dest", m, Repo(flaky, repo.spec))
+    assert max(flaky.faults.values()) == reread.ATTEMPTS  # read 3 times, then given up
