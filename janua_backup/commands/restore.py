@@ -29,9 +29,10 @@ from pathlib import Path
 from janua_backup.commands import restore_delta
 from janua_backup.commands.common import invocation, jobs, open_repo
 from janua_backup.config import Settings
-from janua_backup.errors import InputError, JanuaError, RestoreError
+from janua_backup.errors import ConfigError, InputError, JanuaError, RestoreError
 from janua_backup.localfs import atomic_write
 from janua_backup.pg import recovery
+from janua_backup.pg.command_line import check_fits
 from janua_backup.pg.wal import WalSegment
 from janua_backup.repository import catalog, marker, window
 from janua_backup.repository.manifest import Manifest
@@ -91,6 +92,7 @@ def prepare(settings: Settings, request: RestoreRequest) -> tuple[Choice, Restor
         raise InputError("restore --delta cannot relocate tablespaces; restore into an empty dir")
     if not delta:
         _check_empty(request.pgdata, "target directory")
+    restore_command(settings)  # refuses a line PostgreSQL would cut short
     repo = open_repo(settings, quick_start=True)
     found = marker.read(repo)
     if found is None:
@@ -338,6 +340,7 @@ def _write_recovery(
         ts_map = _tablespace_map(manifest, request.tablespace_dir)
         atomic_write(root / "tablespace_map", [ts_map.encode()], mode=0o600)
         written.append(root / "tablespace_map")
+    _clear_spool(root)
     text = recovery.render_settings(restore_command(settings), request.recovery_target)
     written += recovery.write_recovery(root, text, standby=request.standby)
     if chown and owner is not None:
@@ -347,13 +350,45 @@ def _write_recovery(
 
 
 def restore_command(settings: Settings) -> str:
-    """This tool, with this config file, as PostgreSQL will run it."""
+    """This tool, with this config file, as PostgreSQL will run it.
+
+    ``ConfigError`` if PostgreSQL could cut it short (``pg.command_line``):
+    ``prepare`` asks first, so nothing is written then.
+    """
     command = f'{invocation(settings)} wal-fetch %f "%p"'
     if settings.wal.prefetch_segments > 0:
         from janua_backup.prefetch import shell_hand_over
 
-        return shell_hand_over(settings.wal.spool_dir) + command
+        command = shell_hand_over(settings.wal.spool_dir) + command
+    check_fits("restore_command", command)
     return command
+
+
+def require_config(settings: Settings) -> None:
+    """``ConfigError`` unless settings come from a file: PostgreSQL runs restore_command
+    without the environment of whoever ran restore, so nothing else reaches it."""
+    if settings.config_path is None:
+        raise ConfigError(
+            "restore needs --config (or JANUA_BACKUP_CONFIG): PostgreSQL runs "
+            "restore_command without your environment, so its settings must come from a file"
+        )
+
+
+def _clear_spool(root: Path) -> None:
+    """Remove the default spool under the restored ``pg_wal`` if there is one.
+
+    janua-backup never backs up ``pg_wal``'s contents, so one there came from
+    somewhere else (a manifest that names it, a data directory reused by
+    ``--delta``): its scripts would run as restore_command and its segments go
+    to PostgreSQL as WAL. The first wal-fetch makes a new one.
+    """
+    from janua_backup.spool import DEFAULT_SUBDIR
+
+    spool_root = root / "pg_wal" / DEFAULT_SUBDIR
+    if spool_root.is_symlink() or spool_root.is_file():
+        spool_root.unlink()
+    elif spool_root.exists():
+        shutil.rmtree(spool_root)
 
 
 def _start_command(pgdata: Path) -> str:

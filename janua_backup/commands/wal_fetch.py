@@ -34,6 +34,7 @@ from pathlib import Path
 from janua_backup import prefetch
 from janua_backup.config import Settings
 from janua_backup.errors import (
+    ConfigError,
     DecryptionError,
     IntegrityError,
     JanuaError,
@@ -97,6 +98,8 @@ def _from_spool(settings: Settings, name: str, dest: Path, pgdata: Path) -> int 
         spool = PrefetchSpool.open(prefetch.directory(settings.wal.spool_dir, pgdata))
         spool.note_request(name)
         size = spool.take(segment, dest, ctl.system_identifier)
+    except ConfigError:
+        raise  # a spool of another user, or open to others: refused, never trusted
     except (OSError, JanuaError) as exc:
         _skipped(name, exc)
         return None
@@ -128,6 +131,8 @@ def _start_early(settings: Settings, pgdata: Path) -> None:
         if spool.request() is None:  # only before the first segment request
             spool.note_request(segment.name)
             _ensure_prefetcher(settings, spool, segment, pgdata)
+    except ConfigError:
+        raise  # as in _from_spool
     except (OSError, JanuaError) as exc:
         _skipped(start, exc)
 
