@@ -27,7 +27,16 @@ The worker never lets the status files outnumber ``wal.async_max_segments``.
 One worker per cluster and host: it holds ``worker.lock`` (``flock``, released
 by the kernel when the process dies, even by SIGKILL) and writes its pid to
 ``worker.pid``; its stderr goes to ``worker.log``. The spool directory is made
-mode 0700 by whoever comes first, normally the postgres user.
+mode 0700 by whoever comes first, normally the postgres user; one that another
+user owns or others may enter is refused (``secure_dir``), and files in it are
+opened without following links.
+
+The root of the spool also holds the hand-over script of ``archive_command``
+(``HAND_OVER_SCRIPT``) and, from ``prefetch``, that of ``restore_command``: the
+root is where both sides find them, it belongs to the user PostgreSQL runs as
+(checked here, and by ``[ -O ]`` in the line), the default is a short relative
+path inside the data directory (whose mode PostgreSQL itself enforces), and
+``pg_wal``'s contents are never backed up, so a restore never brings one back.
 
 Imports only ``errors`` and ``localfs``: nothing of storage, PostgreSQL
 connections or configuration.

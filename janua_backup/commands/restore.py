@@ -340,7 +340,7 @@ def _write_recovery(
         ts_map = _tablespace_map(manifest, request.tablespace_dir)
         atomic_write(root / "tablespace_map", [ts_map.encode()], mode=0o600)
         written.append(root / "tablespace_map")
-    _clear_spool(root)
+    _clear_spool(root, settings.wal.spool_dir)
     text = recovery.render_settings(restore_command(settings), request.recovery_target)
     written += recovery.write_recovery(root, text, standby=request.standby)
     if chown and owner is not None:
@@ -374,21 +374,34 @@ def require_config(settings: Settings) -> None:
         )
 
 
-def _clear_spool(root: Path) -> None:
-    """Remove the default spool under the restored ``pg_wal`` if there is one.
+def _clear_spool(root: Path, spool_dir: str | None) -> None:
+    """Remove the default spool under the restored ``pg_wal`` if there is one, and
+    what a configured ``wal.spool_dir`` holds prefetched.
 
-    janua-backup never backs up ``pg_wal``'s contents, so one there came from
+    janua-backup never backs up ``pg_wal``'s contents, so a spool there came from
     somewhere else (a manifest that names it, a data directory reused by
     ``--delta``): its scripts would run as restore_command and its segments go
-    to PostgreSQL as WAL. The first wal-fetch makes a new one.
+    to PostgreSQL as WAL. A restore starts a new recovery, so nothing prefetched
+    before (perhaps for another cluster) belongs to it. The first wal-fetch
+    makes a new spool.
     """
+    from janua_backup.prefetch import LOCK_FILE, LOG_FILE, SUBDIR
     from janua_backup.spool import DEFAULT_SUBDIR
+
+    kept = (LOCK_FILE, LOG_FILE)  # the lock a prefetcher may hold, its log
 
     spool_root = root / "pg_wal" / DEFAULT_SUBDIR
     if spool_root.is_symlink() or spool_root.is_file():
         spool_root.unlink()
     elif spool_root.exists():
         shutil.rmtree(spool_root)
+    prefetched = Path(spool_dir) / SUBDIR if spool_dir else None
+    if prefetched is None or prefetched.is_symlink() or not prefetched.is_dir():
+        return
+    for entry in os.listdir(prefetched):
+        path = prefetched / entry
+        if not entry.startswith(kept) and (path.is_symlink() or not path.is_dir()):
+            path.unlink(missing_ok=True)  # segments, temp files, the last request
 
 
 def _start_command(pgdata: Path) -> str:

@@ -82,3 +82,22 @@ def test_check_fails_an_archive_command_postgresql_would_cut_short(tmp_path: Pat
         assert "archive_command can expand to" in failed.message
     else:
         raise AssertionError("a line PostgreSQL would cut short passed")
+
+
+def test_a_restore_keeps_no_spool_it_did_not_make(tmp_path: Path) -> None:
+    # A spool under the restored pg_wal (named by a manifest, or left in a --delta
+    # target) would run its script as restore_command and hand its files over as WAL.
+    from janua_backup.commands import restore
+
+    pgdata = tmp_path / "data"
+    planted = pgdata / "pg_wal" / ".janua-spool"
+    (planted / "prefetch").mkdir(parents=True)
+    (planted / "wal-fetch.1.sh").write_text("exit 0\n")
+    (planted / "prefetch" / "000000010000000000000001").write_bytes(b"not wal")
+    custom = tmp_path / "spool" / "prefetch"
+    custom.mkdir(parents=True)
+    for name in ("000000020000000000000007", "00000002.history", "request", "lock"):
+        (custom / name).write_text("x")
+    restore._clear_spool(pgdata, str(custom.parent))
+    assert not planted.exists() and (pgdata / "pg_wal").is_dir()
+    assert sorted(p.name for p in custom.iterdir()) == ["lock"]
