@@ -354,6 +354,27 @@ class PrefetchSpool:
             _unlink(path)
         return size
 
+    def drop_unverified(self, system_identifier: int, segment_size: int) -> list[str]:
+        """Remove every spooled file that is not a segment of this cluster (the check
+        ``take`` makes); the names removed.
+
+        For a prefetcher starting on a spool it did not fill (one killed before it,
+        a ``wal.spool_dir`` an earlier recovery used): the shell hand-over trusts
+        what is there, so what is there must be what a prefetcher of this
+        cluster wrote and verified.
+        """
+        dropped = []
+        for name in self.spooled():
+            try:
+                segment = WalSegment.parse(name, segment_size)
+                found = _head(self.segment_path(name))
+                if found is not None:
+                    check_segment(found[1], found[0], segment, system_identifier)
+            except JanuaError:
+                _unlink(self.segment_path(name))
+                dropped.append(name)
+        return dropped
+
     def wait_in_flight(self, name: str, stall_s: float = _STALL_S) -> bool:
         """Wait while the prefetcher writes ``name``; True once it is complete.
 
