@@ -38,7 +38,14 @@ def atomic_write(
     """
     tmp = path.with_name(f".{path.name}.janua-tmp")
     written = 0
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    # O_EXCL | O_NOFOLLOW: a temp file a killed writer left, or a link planted under
+    # the temp name, is removed (the link itself) and never written through.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(tmp, flags, mode)
+    except FileExistsError:
+        tmp.unlink()
+        fd = os.open(tmp, flags, mode)
     try:
         with os.fdopen(fd, "wb") as handle:
             for chunk in chunks:

@@ -69,6 +69,7 @@ import fcntl
 import logging
 import os
 import re
+import stat
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -79,7 +80,7 @@ from janua_backup.localfs import atomic_write, read_chunks
 from janua_backup.pg import control
 from janua_backup.pg.control import ControlData
 from janua_backup.pg.wal import WalSegment, check_segment_header, checked_segment
-from janua_backup.spool import resolve_root, shell_path
+from janua_backup.spool import hand_over_line, install_script, resolve_root, secure_dir
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,27 @@ _POLL_S = 0.02  # wal-fetch waiting for a segment the prefetcher is writing
 _STALL_S = 3.0  # ... gives up once that file stopped growing for this long
 
 
+HAND_OVER_SCRIPT = "wal-fetch.1.sh"  # a new number when its arguments or exit codes change
+
+# The script, as ``sh <spool>/wal-fetch.1.sh %f "%p"`` runs it in the data
+# directory. A link under a segment's name is not handed over (the prefetcher
+# writes files), and the request goes through a temp name of this shell's own,
+# created with noclobber (O_EXCL): a file or link found there is never written through.
+HAND_OVER_TEXT = f"""\
+# janua-backup: the start of restore_command with [wal] prefetch_segments.
+# Written by janua-backup, which rewrites it whenever it differs: do not edit.
+# Exit 0 once the prefetched segment $1 is moved to $2; 1 for anything else,
+# and the command line then runs wal-fetch itself.
+set -C
+d=${{0%/*}}/{SUBDIR}
+t=$d/{REQUEST_FILE}.new.$$
+[ -f "$d/$1" ] && [ ! -h "$d/$1" ] && printf %s "$1" > "$t" &&
+    mv -f "$t" "$d/{REQUEST_FILE}" &&
+    mv -f "$d/$1" "$2" || exit 1
+echo "janua-backup: INFO: wal-fetch name=$1 source=prefetch (shell)" >&2
+"""
+
+
 def shell_hand_over(spool_dir: str | None) -> str:
     """The start of ``restore_command``: a spooled segment goes to PostgreSQL without
     starting Python.
@@ -104,20 +126,14 @@ def shell_hand_over(spool_dir: str | None) -> str:
     a hit's cost). Everything the Python hand-over would add is already true here:
     a segment appears under its name in the spool only after the prefetcher checked
     its archive checksums, size and first page header and fsynced it, and the
-    spool is this data directory's (mode 0700). The shell records the request like
-    ``wal-fetch`` does, so the prefetcher keeps following, and logs one line.
-    Anything else (a miss, a history file, a failed ``mv``) runs ``wal-fetch``
+    spool is this user's, mode 0700 (``spool.secure_dir``, checked by every
+    wal-fetch and prefetcher before it installs this script), so nobody else can
+    have put a file there. The script records the request like ``wal-fetch``
+    does, so the prefetcher keeps following, and logs one line. Anything else (a
+    miss, a history file, a failed ``mv``, no script yet) runs ``wal-fetch``
     itself, through ``exec`` so that its exit status is the command's.
     """
-    where = shell_path(spool_dir, SUBDIR)
-    # %% is PostgreSQL's escape for a literal %: printf gets "%s".
-    return (
-        f"if [ -f {where}/%f ] && printf %%s %f > {where}/{REQUEST_FILE}.new"
-        f" && mv -f {where}/{REQUEST_FILE}.new {where}/{REQUEST_FILE}"
-        f' && mv -f {where}/%f "%p"; then'
-        ' echo "janua-backup: INFO: wal-fetch name=%f source=prefetch (shell)" >&2; exit 0; fi;'
-        " exec "
-    )
+    return hand_over_line(spool_dir, HAND_OVER_SCRIPT, '"%p"')
 
 
 def directory(spool_dir: str | None, pgdata: Path) -> Path:
@@ -200,8 +216,12 @@ class PrefetchSpool:
 
     @classmethod
     def open(cls, path: Path) -> PrefetchSpool:
-        """The spool at ``path``, created (mode 0700) if missing; OSError if it cannot be."""
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        """The spool at ``path`` (``<root>/prefetch``), created (mode 0700) if missing,
+        with the shell hand-over script in ``<root>``; ``ConfigError`` if either level
+        is not this user's alone (``spool.secure_dir``)."""
+        secure_dir(path.parent)
+        secure_dir(path)
+        install_script(path.parent, HAND_OVER_SCRIPT, HAND_OVER_TEXT)
         return cls(path)
 
     def segment_path(self, name: str) -> Path:
@@ -225,8 +245,15 @@ class PrefetchSpool:
 
         No fsync: after a crash PostgreSQL asks again and the file is rewritten.
         """
-        tmp = self.path / f"{REQUEST_FILE}.new"  # not a temp name: prune must not take it
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        # Not a temp name (prune must not take it), and this process's own: created
+        # with O_EXCL | O_NOFOLLOW, so a file or link found there is never written through.
+        tmp = self.path / f"{REQUEST_FILE}.new.{os.getpid()}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(tmp, flags, 0o600)
+        except FileExistsError:  # left by a killed process with this pid
+            tmp.unlink()
+            fd = os.open(tmp, flags, 0o600)
         try:
             os.write(fd, name.encode("ascii"))
         finally:
@@ -236,9 +263,13 @@ class PrefetchSpool:
     def request(self) -> Request | None:
         """The last request, or None if there is none (or the file is not a segment name)."""
         try:
-            fd = os.open(self.path / REQUEST_FILE, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
+            fd = os.open(self.path / REQUEST_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except (FileNotFoundError, IsADirectoryError):
             return None
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            return None  # a link: not a request anyone here wrote
         try:
             st = os.fstat(fd)
             name = os.read(fd, 64).decode("ascii", "replace")
@@ -252,7 +283,8 @@ class PrefetchSpool:
 
     def try_lock(self) -> int | None:
         """The locked descriptor of ``lock``, or None if a prefetcher holds it."""
-        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self.path / LOCK_FILE, flags, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -289,15 +321,10 @@ class PrefetchSpool:
         """
         path = self.segment_path(segment.name)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
-        try:
-            size = os.fstat(fd).st_size
-            head = os.read(fd, HEADER_BYTES)
-        finally:
-            os.close(fd)
-        try:
+            found = _head(path)
+            if found is None:
+                return None
+            size, head = found
             check_segment(head, size, segment, system_identifier)
         except JanuaError as exc:
             log.warning(
@@ -318,6 +345,27 @@ class PrefetchSpool:
             atomic_write(dest, read_chunks(path), mode=0o600)
             _unlink(path)
         return size
+
+    def drop_unverified(self, system_identifier: int, segment_size: int) -> list[str]:
+        """Remove every spooled file that is not a segment of this cluster (the check
+        ``take`` makes); the names removed.
+
+        For a prefetcher starting on a spool it did not fill (one killed before it,
+        a ``wal.spool_dir`` an earlier recovery used): the shell hand-over trusts
+        what is there, so what is there must be what a prefetcher of this
+        cluster wrote and verified.
+        """
+        dropped = []
+        for name in self.spooled():
+            try:
+                segment = WalSegment.parse(name, segment_size)
+                found = _head(self.segment_path(name))
+                if found is not None:
+                    check_segment(found[1], found[0], segment, system_identifier)
+            except JanuaError:
+                _unlink(self.segment_path(name))
+                dropped.append(name)
+        return dropped
 
     def wait_in_flight(self, name: str, stall_s: float = _STALL_S) -> bool:
         """Wait while the prefetcher writes ``name``; True once it is complete.
@@ -401,7 +449,7 @@ class PrefetchSpool:
                     os.POSIX_SPAWN_OPEN,
                     2,
                     str(self.log_path),
-                    os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                    os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW,
                     0o600,
                 ),
             ]
@@ -410,6 +458,29 @@ class PrefetchSpool:
             )
         finally:
             os.set_inheritable(lock_fd, False)
+
+
+def _head(path: Path) -> tuple[int, bytes] | None:
+    """Size and first bytes of the regular file at ``path``; None if there is none.
+
+    ``O_NOFOLLOW``: a link under a segment's name is not a file the prefetcher
+    wrote (it writes files and renames them), so it is refused, never followed.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise FormatError(f"{path} is a symbolic link, not a segment file") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FormatError(f"{path} is not a regular file")
+        return st.st_size, os.read(fd, HEADER_BYTES)
+    finally:
+        os.close(fd)
 
 
 def _is_temp(entry: str) -> bool:

@@ -27,7 +27,16 @@ The worker never lets the status files outnumber ``wal.async_max_segments``.
 One worker per cluster and host: it holds ``worker.lock`` (``flock``, released
 by the kernel when the process dies, even by SIGKILL) and writes its pid to
 ``worker.pid``; its stderr goes to ``worker.log``. The spool directory is made
-mode 0700 by whoever comes first, normally the postgres user.
+mode 0700 by whoever comes first, normally the postgres user; one that another
+user owns or others may enter is refused (``secure_dir``), and files in it are
+opened without following links.
+
+The root of the spool also holds the hand-over script of ``archive_command``
+(``HAND_OVER_SCRIPT``) and, from ``prefetch``, that of ``restore_command``: the
+root is where both sides find them, it belongs to the user PostgreSQL runs as
+(checked here, and by ``[ -O ]`` in the line), the default is a short relative
+path inside the data directory (whose mode PostgreSQL itself enforces), and
+``pg_wal``'s contents are never backed up, so a restore never brings one back.
 
 Imports only ``errors`` and ``localfs``: nothing of storage, PostgreSQL
 connections or configuration.
@@ -36,9 +45,11 @@ connections or configuration.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
+import stat
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -93,30 +104,146 @@ def resolve_root(spool_dir: str | None, pgdata: Path) -> Path:
 
 
 def archive_dir(root: Path) -> Path:
-    """``<root>/archive``, created (mode 0700, both levels) if missing."""
-    directory = root / ARCHIVE_SUBDIR
-    try:
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        directory.mkdir(mode=0o700, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot create the WAL spool directory {directory}: {exc.strerror}; "
-            "set wal.spool_dir to a directory the PostgreSQL user may write"
-        ) from exc
+    """``<root>/archive``, created (mode 0700, both levels) if missing, both checked
+    with ``secure_dir``; the shell hand-over script installed (``install_script``)."""
+    secure_dir(root)
+    directory = secure_dir(root / ARCHIVE_SUBDIR)
+    install_script(root, HAND_OVER_SCRIPT, HAND_OVER_TEXT)
     return directory
 
 
-def shell_path(spool_dir: str | None, subdir: str) -> str:
-    """``<spool>/<subdir>`` as a command PostgreSQL runs in the data directory names
-    it: quoted for sh, relative for the default spool under pg_wal."""
+def secure_dir(path: Path) -> Path:
+    """``path``, created mode 0700 if missing; ``ConfigError`` unless this user owns it
+    and nobody else has any access to it.
+
+    Everything in a spool is trusted: a status there says a segment is stored,
+    a segment there goes to PostgreSQL as WAL, a script there runs as
+    PostgreSQL's own commands. A directory another user owns, or one others may
+    write, could hold any of them planted; it is refused, never repaired.
+    """
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = path.stat()  # follows: a spool_dir may be a link its administrator made
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the WAL spool directory {path}: {exc.strerror}; "
+            "set wal.spool_dir to a directory the PostgreSQL user may write"
+        ) from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"the WAL spool directory {path} is not a directory; remove it")
+    if st.st_uid != os.geteuid():
+        raise ConfigError(
+            f"the WAL spool directory {path} belongs to uid {st.st_uid}, not to this user "
+            f"(uid {os.geteuid()}), so its files cannot be trusted; remove it, or set "
+            "wal.spool_dir to a directory of the PostgreSQL user with mode 0700"
+        )
+    if st.st_mode & 0o077:
+        raise ConfigError(
+            f"the WAL spool directory {path} has mode {stat.S_IMODE(st.st_mode):04o}, so "
+            f"other users may plant files in it; run chmod 700 {path}"
+        )
+    return path
+
+
+def install_script(root: Path, name: str, text: str) -> Path:
+    """``<root>/<name>`` holding exactly ``text``, mode 0700, this user's: rewritten
+    (atomically) whenever it is anything else.
+
+    Run before every use by the Python side of a hand-over, so a script of
+    another release, a damaged or edited one, is replaced before PostgreSQL's
+    next call; the command line runs it only when it and ``root`` are this
+    user's (``[ -O ]``), and ``secure_dir`` made sure nobody else writes there.
+    """
+    path = root / name
+    want = text.encode()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        fd = None  # missing, or a link: replaced below
+    if fd is not None:
+        try:
+            st = os.fstat(fd)
+            found = os.read(fd, len(want) + 1)
+        finally:
+            os.close(fd)
+        if (
+            stat.S_ISREG(st.st_mode)
+            and st.st_uid == os.geteuid()
+            and stat.S_IMODE(st.st_mode) == 0o700
+            and found == want
+        ):
+            return path
+    try:
+        atomic_write(path, [want], mode=0o700)
+        os.chmod(path, 0o700, follow_symlinks=False)  # whatever the umask took away
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write {path}: {exc.strerror}; remove it, or set wal.spool_dir to a "
+            "directory of the PostgreSQL user with mode 0700"
+        ) from exc
+    return path
+
+
+def shell_root(spool_dir: str | None) -> str:
+    """The spool's root as a command PostgreSQL runs in the data directory names it:
+    quoted for sh and %-escaped for PostgreSQL, relative for the default spool."""
     import shlex  # only commands that write those commands need it, not wal-push
 
     if spool_dir:
-        return shlex.quote(str(Path(spool_dir) / subdir))
-    return f"pg_wal/{DEFAULT_SUBDIR}/{subdir}"
+        return shlex.quote(str(Path(spool_dir))).replace("%", "%%")
+    return f"pg_wal/{DEFAULT_SUBDIR}"
+
+
+def hand_over_line(spool_dir: str | None, script: str, path: str) -> str:
+    """The start of a command line that runs ``script`` of the spool with ``%f`` and
+    ``path``, and on any other outcome than exit 0 ``exec``s what follows.
+
+    The script runs only if both the spool and the script belong to the user
+    PostgreSQL runs as: a file of another user there (a spool_dir made by
+    someone else in /tmp) is never run; wal-push or wal-fetch then refuse that
+    spool with an error. A missing script (the first call, a fresh spool) simply
+    means the Python program runs, which installs it.
+    """
+    quoted = f'"$d/{script}"'
+    return (
+        f'd={shell_root(spool_dir)}; [ -O "$d" ] && [ -O {quoted} ]'
+        f" && /bin/sh {quoted} %f {path} || exec "
+    )
 
 
 SHELL_WAIT_POLLS = 250  # archive_command's shell waits at most ~5 s for a running worker
+HAND_OVER_SCRIPT = "wal-push.1.sh"  # a new number when its arguments or exit codes change
+
+# The script, as ``sh <spool>/wal-push.1.sh %f %p`` runs it in the data directory.
+# The shell trusts an .ok exactly as take_status does: only if the file now at %p
+# has the size, mtime (ns) and inode the line records (GNU stat; on a stat that
+# prints anything else nothing matches); "seconds.nanoseconds" loses its dot to tr
+# and becomes the recorded mtime_ns. An .ok of another file ends the wait at once
+# (wal-push removes it and pushes). While the worker named in worker.pid lives and
+# no .error is there, the shell waits for the .ok (at most SHELL_WAIT_POLLS x 20 ms)
+# instead of starting Python to wait: in a backlog those starts took the CPU the
+# worker compresses with. A sleep that refuses fractions ends the wait.
+HAND_OVER_TEXT = f"""\
+# janua-backup: the start of archive_command with [wal] archive_async.
+# Written by janua-backup, which rewrites it whenever it differs: do not edit.
+# Exit 0 only when the async worker stored the very file at $2 (name $1);
+# 1 for anything else, and the command line then runs wal-push itself.
+d=${{0%/*}}/{ARCHIVE_SUBDIR}
+n=0
+while :; do
+    if [ -f "$d/$1{OK_SUFFIX}" ]; then
+        if read -r size mtime inode outcome < "$d/$1{OK_SUFFIX}" &&
+            [ "$size $mtime $inode" = "$(stat -c '%s %.9Y %i' "$2" | tr -d .)" ]; then
+            echo "janua-backup: INFO: wal-push name=$1 outcome=$outcome mode=async (shell)" >&2
+            exit 0
+        fi
+        exit 1
+    fi
+    [ $n -lt {SHELL_WAIT_POLLS} ] && [ ! -f "$d/$1{ERROR_SUFFIX}" ] && [ -f "$d/{PID_FILE}" ] &&
+        read -r pid < "$d/{PID_FILE}" && kill -0 "$pid" 2>/dev/null && sleep 0.02 || exit 1
+    n=$((n + 1))
+done
+"""
 
 
 def shell_hand_over(spool_dir: str | None) -> str:
@@ -125,34 +252,17 @@ def shell_hand_over(spool_dir: str | None) -> str:
 
     In a backlog the worker runs ahead of the archiver, and each archive_command
     then only finds its ``.ok``; an interpreter start per segment (~0.1 s) was
-    most of that, and paced the drain. The shell trusts an ``.ok`` exactly as
-    ``take_status`` does: only if the file now at ``%p`` has the size, mtime (ns)
-    and inode the line records (GNU ``stat``; on a ``stat`` that prints
-    anything else nothing matches). Without that ``.ok`` it waits while the
-    worker runs; anything else (no worker, an ``.error``, a stale or
-    unreadable status, a history file, the wait over) runs ``wal-push``
-    itself, through ``exec`` so that its exit status is the command's. It leaves
-    the ``.ok`` in place, as the Python call does. The archiver runs the command
-    in the data directory: the default spool is a relative path.
+    most of that, and paced the drain. The logic lives in ``HAND_OVER_TEXT``,
+    a script in the spool that ``archive_dir`` installs: the line only calls
+    it, so it stays far below PostgreSQL's 1024-byte limit (``pg.command_line``).
+    Without that ``.ok`` it waits while the worker runs; anything else (no
+    worker, an ``.error``, a stale or unreadable status, a history file, the
+    wait over, no script yet) runs ``wal-push`` itself, through ``exec`` so
+    that its exit status is the command's. It leaves the ``.ok`` in place, as
+    the Python call does. The archiver runs the command in the data directory:
+    the default spool is a relative path.
     """
-    where = shell_path(spool_dir, ARCHIVE_SUBDIR)
-    # %% is PostgreSQL's escape for a literal %: stat gets "%s %.9Y %i", whose
-    # "seconds.nanoseconds" loses its dot to tr and becomes the recorded mtime_ns.
-    # An .ok of another file ends the wait at once (wal-push removes it and
-    # pushes). While the worker named in worker.pid lives and no .error is there,
-    # the shell waits for the .ok (at most SHELL_WAIT_POLLS x 20 ms) instead of
-    # starting Python to wait: in a backlog those starts took the CPU the
-    # worker compresses with. A sleep that refuses fractions ends the wait.
-    return (
-        f"n=0; while :; do if [ -f {where}/%f{OK_SUFFIX} ]; then"
-        f" if read -r size mtime inode outcome < {where}/%f{OK_SUFFIX}"
-        ' && [ "$size $mtime $inode" = "$(stat -c "%%s %%.9Y %%i" "%p" | tr -d .)" ];'
-        ' then echo "janua-backup: INFO: wal-push name=%f outcome=$outcome mode=async (shell)" >&2;'
-        f" exit 0; fi; break; fi; [ $n -lt {SHELL_WAIT_POLLS} ]"
-        f" && [ ! -f {where}/%f{ERROR_SUFFIX} ]"
-        f" && [ -f {where}/{PID_FILE} ] && read -r pid < {where}/{PID_FILE}"
-        ' && kill -0 "$pid" 2>/dev/null && sleep 0.02 || break; n=$((n + 1)); done; exec '
-    )
+    return hand_over_line(spool_dir, HAND_OVER_SCRIPT, "%p")
 
 
 def ready_segments(pg_wal: Path) -> list[str]:
@@ -298,7 +408,7 @@ class WorkerLock:
         return self._fd is not None
 
     def acquire(self, wait_s: float = LOCK_RETRY_S) -> bool:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         deadline = time.monotonic() + wait_s
         while True:
             try:
@@ -361,7 +471,7 @@ def open_log(directory: Path) -> int:
     with contextlib.suppress(FileNotFoundError):
         if path.stat().st_size > LOG_ROTATE_BYTES:
             os.replace(path, directory / f"{LOG_FILE}.1")
-    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
 
 
 def last_log_line(directory: Path) -> str:
@@ -377,7 +487,15 @@ def last_log_line(directory: Path) -> str:
 
 
 def _read_line(path: Path) -> str | None:
+    """The file's text, stripped; None if it is missing, or a link (never followed:
+    nothing here writes one, so it was planted)."""
     try:
-        return path.read_text(encoding="utf-8", errors="replace").strip()
-    except FileNotFoundError:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, IsADirectoryError):
         return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read(4096).decode("utf-8", errors="replace").strip()

@@ -97,6 +97,7 @@ def restore(
     if request.target.time is not None and not as_json:
         click.echo(f"target time resolves to {request.recovery_target.value} (UTC)", err=True)
     settings = context().settings(backup={"jobs": jobs})
+    command.require_config(settings)
     choice, plan = command.prepare(settings, request)
     output.plan(plan, as_json)
     meter = output.ProgressMeter(plan.fetch_bytes, "restore")

@@ -40,8 +40,9 @@ from typing import TYPE_CHECKING, Any
 from janua_backup import config
 from janua_backup.commands.common import open_repo
 from janua_backup.config import Settings
-from janua_backup.errors import CheckFailed, JanuaError
+from janua_backup.errors import CheckFailed, ConfigError, JanuaError
 from janua_backup.pg import conn as pgconn
+from janua_backup.pg.command_line import check_fits
 from janua_backup.pipeline.crypto import Kdf
 from janua_backup.repository import layout, marker
 from janua_backup.repository.objects import Repo
@@ -306,10 +307,15 @@ def suggested(settings: Settings) -> str:
 def confirm_archive_command(command: str, ours: Settings, cwd: Path) -> str | Unconfirmed:
     """Ok when ``command`` archives into our repository; ``cwd`` is the archiver's (PGDATA).
 
-    Raises ``CheckFailed`` when it does not run ``wal-push %p``, or archives elsewhere.
+    Raises ``CheckFailed`` when it does not run ``wal-push %p``, archives elsewhere,
+    or is so long that PostgreSQL could cut it short once it expands ``%p``/``%f``.
     """
     shown = _SECRET_ASSIGNMENT.sub(r"\1***", command)
     parsed = parse_archive_command(command, suggested(ours))
+    try:
+        check_fits("archive_command", command)
+    except ConfigError as error:  # PostgreSQL 15 would run it cut short
+        raise CheckFailed(error.message) from error
     path = parsed.config_path or dict(parsed.environ).get("JANUA_BACKUP_CONFIG")
     if path:
         path = str(cwd / path)  # the archiver runs in PGDATA; an absolute path stays as is

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from janua_backup.config import EncryptionSettings, Settings
 from janua_backup.errors import ConfigError
+from janua_backup.pg.command_line import check_fits, escape
 from janua_backup.pipeline.crypto import Key, Passphrase, key_from_file
 from janua_backup.pipeline.stream import EncodeSpec
 from janua_backup.repository.objects import Repo
@@ -90,7 +91,8 @@ def jobs(settings: Settings) -> int:
 
 
 def invocation(settings: Settings) -> str:
-    """This program with this config file, as PostgreSQL runs it from a command line."""
+    """This program with this config file, as PostgreSQL runs it from a command line:
+    quoted for sh, and every ``%`` doubled (PostgreSQL would expand ``%p`` in a path)."""
     import shlex
     import shutil
     import sys
@@ -101,15 +103,19 @@ def invocation(settings: Settings) -> str:
         exe = Path(found) if found else None
     program = shlex.quote(str(exe)) if exe else f"{sys.executable} -m janua_backup"
     config = f" --config {shlex.quote(settings.config_path)}" if settings.config_path else ""
-    return program + config
+    return escape(program + config)
 
 
 def archive_command(settings: Settings) -> str:
     """The ``archive_command`` for this config: ``wal-push %p``, after the shell
-    hand-over of ``spool`` when pushes are asynchronous."""
+    hand-over of ``spool`` when pushes are asynchronous.
+
+    ``ConfigError`` if PostgreSQL could cut it short (``pg.command_line``).
+    """
     command = f"{invocation(settings)} wal-push %p"
     if settings.wal.archive_async:
         from janua_backup.spool import shell_hand_over
 
-        return shell_hand_over(settings.wal.spool_dir) + command
+        command = shell_hand_over(settings.wal.spool_dir) + command
+    check_fits("archive_command", command)
     return command

@@ -30,9 +30,10 @@ from janua_backup.commands import restore_delta
 from janua_backup.commands.common import invocation, jobs, open_repo
 from janua_backup.config import Settings
 from janua_backup.confined import Tree
-from janua_backup.errors import InputError, JanuaError, RestoreError
+from janua_backup.errors import ConfigError, InputError, JanuaError, RestoreError
 from janua_backup.localfs import atomic_write
 from janua_backup.pg import recovery
+from janua_backup.pg.command_line import check_fits
 from janua_backup.pg.wal import WalSegment
 from janua_backup.repository import catalog, marker, window
 from janua_backup.repository.manifest import ROOT_PATHS, Manifest
@@ -98,6 +99,7 @@ def prepare(settings: Settings, request: RestoreRequest) -> tuple[Choice, Restor
         raise InputError("restore --delta cannot relocate tablespaces; restore into an empty dir")
     if not delta:
         _check_empty(request.pgdata, "target directory")
+    restore_command(settings)  # refuses a line PostgreSQL would cut short
     repo = open_repo(settings, quick_start=True)
     found = marker.read(repo)
     if found is None:
@@ -351,6 +353,7 @@ def _write_recovery(
         ts_map = _tablespace_map(manifest, request.tablespace_dir)
         atomic_write(root / "tablespace_map", [ts_map.encode()], mode=0o600)
         written.append(root / "tablespace_map")
+    _clear_spool(root, settings.wal.spool_dir)
     text = recovery.render_settings(restore_command(settings), request.recovery_target)
     written += recovery.write_recovery(root, text, standby=request.standby)
     if chown and owner is not None:
@@ -360,13 +363,58 @@ def _write_recovery(
 
 
 def restore_command(settings: Settings) -> str:
-    """This tool, with this config file, as PostgreSQL will run it."""
+    """This tool, with this config file, as PostgreSQL will run it.
+
+    ``ConfigError`` if PostgreSQL could cut it short (``pg.command_line``):
+    ``prepare`` asks first, so nothing is written then.
+    """
     command = f'{invocation(settings)} wal-fetch %f "%p"'
     if settings.wal.prefetch_segments > 0:
         from janua_backup.prefetch import shell_hand_over
 
-        return shell_hand_over(settings.wal.spool_dir) + command
+        command = shell_hand_over(settings.wal.spool_dir) + command
+    check_fits("restore_command", command)
     return command
+
+
+def require_config(settings: Settings) -> None:
+    """``ConfigError`` unless settings come from a file: PostgreSQL runs restore_command
+    without the environment of whoever ran restore, so nothing else reaches it."""
+    if settings.config_path is None:
+        raise ConfigError(
+            "restore needs --config (or JANUA_BACKUP_CONFIG): PostgreSQL runs "
+            "restore_command without your environment, so its settings must come from a file"
+        )
+
+
+def _clear_spool(root: Path, spool_dir: str | None) -> None:
+    """Remove the default spool under the restored ``pg_wal`` if there is one, and
+    what a configured ``wal.spool_dir`` holds prefetched.
+
+    janua-backup never backs up ``pg_wal``'s contents, so a spool there came from
+    somewhere else (a manifest that names it, a data directory reused by
+    ``--delta``): its scripts would run as restore_command and its segments go
+    to PostgreSQL as WAL. A restore starts a new recovery, so nothing prefetched
+    before (perhaps for another cluster) belongs to it. The first wal-fetch
+    makes a new spool.
+    """
+    from janua_backup.prefetch import LOCK_FILE, LOG_FILE, SUBDIR
+    from janua_backup.spool import DEFAULT_SUBDIR
+
+    kept = (LOCK_FILE, LOG_FILE)  # the lock a prefetcher may hold, its log
+
+    spool_root = root / "pg_wal" / DEFAULT_SUBDIR
+    if spool_root.is_symlink() or spool_root.is_file():
+        spool_root.unlink()
+    elif spool_root.exists():
+        shutil.rmtree(spool_root)
+    prefetched = Path(spool_dir) / SUBDIR if spool_dir else None
+    if prefetched is None or prefetched.is_symlink() or not prefetched.is_dir():
+        return
+    for entry in os.listdir(prefetched):
+        path = prefetched / entry
+        if not entry.startswith(kept) and (path.is_symlink() or not path.is_dir()):
+            path.unlink(missing_ok=True)  # segments, temp files, the last request
 
 
 def _start_command(pgdata: Path) -> str:

@@ -41,6 +41,8 @@ from typing import TYPE_CHECKING
 from janua_backup import prefetch
 from janua_backup.config import Settings
 from janua_backup.errors import (
+    ConfigError,
+    DecryptionError,
     FormatError,
     IntegrityError,
     JanuaError,
@@ -117,6 +119,8 @@ def _from_spool(settings: Settings, name: str, dest: Path, pgdata: Path) -> int 
         spool = PrefetchSpool.open(prefetch.directory(settings.wal.spool_dir, pgdata))
         spool.note_request(name)
         size = spool.take(segment, dest, ctl.system_identifier)
+    except ConfigError:
+        raise  # a spool of another user, or open to others: refused, never trusted
     except (OSError, JanuaError) as exc:
         _skipped(name, exc)
         return None
@@ -148,6 +152,8 @@ def _start_early(settings: Settings, pgdata: Path) -> None:
         if spool.request() is None:  # only before the first segment request
             spool.note_request(segment.name)
             _ensure_prefetcher(settings, spool, segment, pgdata)
+    except ConfigError:
+        raise  # as in _from_spool
     except (OSError, JanuaError) as exc:
         _skipped(start, exc)
 
@@ -228,6 +234,8 @@ def _from_archive(
         except ObjectNotFound:
             log.debug("wal-fetch name=%s not in archive", name)
             return WalFetchResult(name, False, 0, attempt, time.monotonic() - started)
+        except DecryptionError:
+            raise  # a wrong key does not get better with a re-read
         except _DAMAGE as exc:
             damaged += 1
             if damaged >= INTEGRITY_READS:

@@ -124,6 +124,9 @@ class Prefetcher:
     def run(self, first: WalSegment, *, idle_s: float = IDLE_EXIT_S) -> str:
         """Prefetch until a reason to stop; returns it. Cleans the spool unless it vanished."""
         server_was_up = (self.pgdata / "postmaster.pid").exists()
+        ctl = self.control
+        for name in self.spool.drop_unverified(ctl.system_identifier, ctl.wal_segment_size):
+            log.warning("wal-prefetch name=%s in the spool is not this cluster's: removed", name)
         with ThreadPoolExecutor(self.jobs, thread_name_prefix="janua-prefetch") as pool:
             in_flight: dict[Future[int], WalSegment] = {}
             try:

@@ -10,7 +10,8 @@ number of times with a short pause, and a failure (or damage) that persists
 across every read stands exactly as it would have without this module.
 
 What never heals is not re-read: an object the store confirmed missing, a
-missing bucket, refused credentials, a key that is not the repository's. Must not import psycopg, commands or cli.
+missing bucket, refused credentials, a key that is not the repository's.
+Must not import psycopg, commands or cli.
 """
 
 from __future__ import annotations

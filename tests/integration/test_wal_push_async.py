@@ -118,7 +118,7 @@ def test_a_burst_is_archived_in_full_and_restores(
     # The archive_command janua-backup prints: segments the worker stored are
     # acknowledged by its shell test, without starting Python.
     command = janua.printed_archive_command(janua_exe, stack.config)
-    assert "[ -f pg_wal/.janua-spool/archive/%f.ok ]" in command
+    assert 'd=pg_wal/.janua-spool; [ -O "$d" ] && [ -O "$d/wal-push.1.sh" ]' in command
     stack.cluster.configure({"archive_command": command})
     stack.cluster.sql("SELECT pg_reload_conf()")
     (first,) = stack.cluster.sql("SELECT pg_walfile_name(pg_current_wal_lsn())")[0]

@@ -348,6 +348,20 @@ def test_prefetcher_never_spools_a_segment_that_fails_verification(
     assert worker.downloaded == [seg(1, 2).name, seg(1, 3).name]
 
 
+def test_a_prefetcher_keeps_only_leftovers_of_this_cluster(
+    spool: PrefetchSpool, pgdata: Path
+) -> None:
+    # The shell hand-over trusts what the spool holds: a segment of another cluster
+    # left there (a killed prefetcher of another recovery) must go before it could.
+    repo = memory_repo()
+    archive(repo, seg(1, 2))
+    put_spooled(spool, seg(1, 2), segment_bytes(seg(1, 2), sysid=SYSID + 1))
+    put_spooled(spool, seg(1, 3))
+    worker = prefetcher(repo, spool, pgdata, count=8, jobs=1)
+    assert worker.run(seg(1, 1), idle_s=0.2) == "idle"
+    assert worker.downloaded == [seg(1, 2).name]  # fetched again; 3 was this cluster's
+
+
 def spooled(spool: PrefetchSpool, segment: WalSegment) -> Callable[[], bool]:
     return lambda: segment.name in spool.spooled()
 

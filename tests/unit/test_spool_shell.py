@@ -150,7 +150,40 @@ def test_archive_command_prints_the_line_for_its_config_and_needs_one(tmp_path: 
     done = runner.invoke(cli, ["--config", str(config), "archive-command"])
     assert done.exit_code == 0, done.output
     line = done.stdout.strip()
-    assert line.startswith("archive_command = 'n=0; while :; do if [ -f pg_wal/.janua-spool/")
+    assert line.startswith('archive_command = \'d=pg_wal/.janua-spool; [ -O "$d" ]')
     assert line.endswith(f"--config {config} wal-push %p'")
+    assert len(line) < 400  # the hand-over is a script in the spool; the line calls it
     missing = runner.invoke(cli, ["--repo", f"file://{tmp_path}/repo", "archive-command"])
     assert missing.exit_code == 3 and "needs --config" in missing.output
+
+
+def test_a_script_or_spool_of_another_user_is_never_run(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give files to another user")
+    path = segment(tmp_path)
+    spool.write_ok(status_dir(tmp_path), NAME, FileIdentity.of(path), "stored")
+    script = tmp_path / "pg_wal" / ".janua-spool" / spool.HAND_OVER_SCRIPT
+    os.chown(script, 65534, 65534)
+    assert run(tmp_path, "exit 9").returncode == 9  # wal-push decides (and refuses it)
+    os.chown(script, 0, 0)
+    assert run(tmp_path, "exit 9").returncode == 0
+    os.chown(script.parent, 65534, 65534)
+    assert run(tmp_path, "exit 9").returncode == 9
+
+
+def test_the_script_is_rewritten_when_it_differs_and_a_link_is_replaced(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    spool.archive_dir(root)
+    script = root / spool.HAND_OVER_SCRIPT
+    assert script.read_text() == spool.HAND_OVER_TEXT
+    assert script.stat().st_mode & 0o777 == 0o700
+    script.write_text("exit 0\n")  # edited, or left by another release
+    spool.archive_dir(root)
+    assert script.read_text() == spool.HAND_OVER_TEXT
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    script.unlink()
+    script.symlink_to(victim)
+    spool.archive_dir(root)
+    assert victim.read_text() == "keep me"
+    assert not script.is_symlink() and script.read_text() == spool.HAND_OVER_TEXT

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -138,7 +139,12 @@ def plant(site: Site, extra: list[FileEntry], tablespace_map: str = "") -> Manif
 
 
 def restore(site: Site, *extra: str) -> tuple[int, str]:
-    args = ["--repo", site.url, "restore", "--pgdata", str(site.pgdata), "--target", "immediate"]
+    # restore writes a restore_command naming its config file: it needs one. It lives
+    # apart from the site, so the snapshots around the target see only restore's doing.
+    config = Path(tempfile.mkdtemp(prefix="janua-conf-")) / "janua.toml"
+    config.write_text(f'[repository]\nurl = "{site.url}"\n')
+    args = ["--config", str(config), "restore", "--pgdata", str(site.pgdata)]
+    args += ["--target", "immediate"]
     done = CliRunner().invoke(cli, [*args, *extra])
     assert "Traceback" not in done.output
     return done.exit_code, done.output
