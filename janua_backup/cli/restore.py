@@ -38,7 +38,20 @@ from janua_backup.cli.app import JOBS, check_backup_id, cli, context, json_optio
     callback=check_backup_id,
     help="Restore this backup instead of the best one for the target.",
 )
-@click.option("--standby", is_flag=True, help="Write standby.signal (build a replica).")
+@click.option(
+    "--standby",
+    is_flag=True,
+    help="Write standby.signal (build a replica). Outside postgres.pgdata archiving is off "
+    "as for any copy: give --archive-mode preserve for a replica that may be promoted.",
+)
+@click.option(
+    "--archive-mode",
+    type=click.Choice(["off", "on", "preserve"]),
+    help="What the restored cluster does about archiving: off (default outside "
+    "postgres.pgdata: a copy must not archive into this repository), on, or preserve "
+    "(write nothing; default into postgres.pgdata).",
+)
+@click.option("--archive", is_flag=True, help="Short for --archive-mode preserve.")
 @click.option("--jobs", type=JOBS, help="Objects fetched at once (default: cores).")
 @click.option(
     "--delta",
@@ -62,15 +75,19 @@ def restore(
     standby: bool,
     jobs: int | None,
     delta: bool,
+    archive_mode: str | None,
+    archive: bool,
     as_json: bool,
 ) -> None:
     """Restore a backup and set PostgreSQL up to replay WAL to a target.
 
     Without a target, recovery replays to the end of the archived WAL.
     Nothing is written if the directory is not empty or the target lies
-    outside the recoverable window. With --delta the directory may hold this
-    cluster's data directory (PostgreSQL stopped): matching files are kept,
-    the rest fetched; until it completes the directory cannot be started.
+    outside the recoverable window. Restored anywhere but postgres.pgdata
+    the cluster does not archive (see --archive-mode). With --delta the
+    directory may hold this cluster's data directory (PostgreSQL stopped):
+    matching files are kept, the rest fetched; until it completes the
+    directory cannot be started.
     """
     from janua_backup import output
     from janua_backup.commands import restore as command
@@ -93,6 +110,8 @@ def restore(
         backup_id=backup_id,
         standby=standby,
         delta=delta,
+        archive_mode=archive_mode,
+        archive=archive,
     )
     if request.target.time is not None and not as_json:
         click.echo(f"target time resolves to {request.recovery_target.value} (UTC)", err=True)

@@ -60,6 +60,7 @@ class RestoreRequest:
     requested_timeline: int | None = None
     tablespace_dir: Path | None = None  # relocate every tablespace under it, by OID (drills)
     delta: bool = False  # a non-empty directory of the same cluster: reuse matching files
+    archive_mode: recovery.ArchiveMode | None = None  # None: by where (``archive_choice``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,8 @@ class RestorePlan:
     delta: bool = False  # into a non-empty directory, reusing what matches
     backup_type: str = "full"
     depends_on: str | None = None
+    archive_mode: recovery.ArchiveMode = "preserve"
+    archive_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +103,7 @@ def prepare(settings: Settings, request: RestoreRequest) -> tuple[Choice, Restor
     if not delta:
         _check_empty(request.pgdata, "target directory")
     restore_command(settings)  # refuses a line PostgreSQL would cut short
+    archive_mode, archive_reason = archive_choice(settings, request)
     repo = open_repo(settings, quick_start=True)
     found = marker.read(repo)
     if found is None:
@@ -132,8 +136,31 @@ def prepare(settings: Settings, request: RestoreRequest) -> tuple[Choice, Restor
         delta=delta,
         backup_type=m.backup_type,
         depends_on=m.depends_on,
+        archive_mode=archive_mode,
+        archive_reason=archive_reason,
     )
     return choice, plan
+
+
+def archive_choice(settings: Settings, request: RestoreRequest) -> tuple[recovery.ArchiveMode, str]:
+    """Whether the restored cluster archives, and why, in one line.
+
+    A restore into ``postgres.pgdata`` (same directory after resolving links)
+    is the incident runbook's: it becomes the primary and archives as before.
+    Anywhere else it is a copy: started as restore left it, it would promote
+    and archive a new timeline's history file and segments into this
+    repository, where a later plain restore could follow them instead of
+    production's. So archiving is off there unless asked for.
+    """
+    if request.archive_mode is not None:
+        return request.archive_mode, "as asked with --archive-mode"
+    configured = settings.postgres.pgdata
+    if configured and Path(configured).resolve() == request.pgdata.resolve():
+        return "preserve", "into postgres.pgdata: archives as its configuration says"
+    return "off", (
+        "not postgres.pgdata: a copy must not archive into this repository "
+        "(--archive-mode on or preserve lets it)"
+    )
 
 
 def execute(
@@ -354,7 +381,11 @@ def _write_recovery(
         atomic_write(root / "tablespace_map", [ts_map.encode()], mode=0o600)
         written.append(root / "tablespace_map")
     _clear_spool(root, settings.wal.spool_dir)
-    text = recovery.render_settings(restore_command(settings), request.recovery_target)
+    text = recovery.render_settings(
+        restore_command(settings),
+        request.recovery_target,
+        archive_mode=archive_choice(settings, request)[0],
+    )
     written += recovery.write_recovery(root, text, standby=request.standby)
     if chown and owner is not None:
         for path in written:

@@ -35,6 +35,8 @@ def build_request(
     backup_id: str | None,
     standby: bool,
     delta: bool = False,
+    archive_mode: str | None = None,
+    archive: bool = False,
 ) -> RestoreRequest:
     options = {
         "--target-time": target_time,
@@ -65,6 +67,12 @@ def build_request(
         raise InputError("--timezone only applies to --target-time")
     if backup_id is not None:
         layout.check_backup_id(backup_id)
+    if archive_mode is not None and archive_mode not in recovery.ARCHIVE_MODES:
+        raise InputError(f"--archive-mode {archive_mode!r} must be off, on or preserve")
+    if archive and archive_mode not in (None, "preserve"):
+        raise InputError(f"--archive means --archive-mode preserve, not {archive_mode}; give one")
+    if archive:
+        archive_mode = "preserve"
     target, value = _target(target_time, timezone, target_lsn, target_xid, target_name, immediate)
     requested_tli = _timeline(timeline)
     rt = recovery.RecoveryTarget(
@@ -82,6 +90,7 @@ def build_request(
         standby=standby,
         requested_timeline=requested_tli,
         delta=delta,
+        archive_mode=cast(recovery.ArchiveMode | None, archive_mode),
     )
 
 

@@ -129,6 +129,7 @@ def run(
             tablespace_dir=home / "tablespaces",
             recovery_target=replace(request.restore.recovery_target, action="promote"),
             standby=False,
+            archive_mode="off",  # a drill never archives (its server is started so too)
         )
         choice, plan = restore.prepare(settings, rr)
         manifest = choice.manifest

@@ -177,6 +177,12 @@ def plan(p: RestorePlan, as_json: bool) -> None:
     print(f"  to fetch    {size(p.stored_bytes)} stored, {size(p.fetch_bytes)} restored", file=out)
     delta = " (delta: files already there with the right SHA-256 are kept)" if p.delta else ""
     print(f"  into        {p.pgdata}{delta}", file=out)
+    print(f"  archiving   {_archiving(p)}", file=out)
+
+
+def _archiving(p: RestorePlan) -> str:
+    what = {"off": "off", "on": "on", "preserve": "unchanged"}[p.archive_mode]
+    return f"{what} ({p.archive_reason})" if p.archive_reason else what
 
 
 def restore(result: RestoreResult, as_json: bool) -> None:
@@ -200,6 +206,8 @@ def restore(result: RestoreResult, as_json: bool) -> None:
                 "reused_files": result.reused_files,
                 "reused_bytes": result.reused_bytes,
                 "removed_entries": result.removed_entries,
+                "archive_mode": p.archive_mode,
+                "archive_reason": p.archive_reason,
             }
         )
         return

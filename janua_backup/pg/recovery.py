@@ -26,6 +26,15 @@ from janua_backup.pg.wal import Lsn
 
 TargetKind = Literal["time", "lsn", "xid", "name", "immediate", "latest"]
 TargetAction = Literal["promote", "pause", "shutdown"]
+# What a restore writes about archiving: "off" / "on" write that setting,
+# "preserve" writes nothing, so the cluster archives as its configuration says.
+ArchiveMode = Literal["off", "on", "preserve"]
+ARCHIVE_MODES: tuple[ArchiveMode, ...] = get_args(ArchiveMode)
+_ARCHIVE_COMMENTS = {
+    "off": "# archive_mode off: a copy restored beside production must not archive its new "
+    "timeline into production's repository (restore --archive-mode on lets it)",
+    "on": "# archive_mode on: asked for with restore --archive-mode on",
+}
 AUTO_CONF = "postgresql.auto.conf"
 # Every setting render_settings() may write. Earlier lines setting one of them
 # (from the backed-up cluster, or an earlier restore) are commented out: two
@@ -111,9 +120,19 @@ def quote_setting(value: str) -> str:
 
 
 def render_settings(
-    restore_command: str, target: RecoveryTarget, *, now: datetime | None = None
+    restore_command: str,
+    target: RecoveryTarget,
+    *,
+    archive_mode: ArchiveMode = "preserve",
+    now: datetime | None = None,
 ) -> str:
-    """The lines to append to ``postgresql.auto.conf``, headed by who wrote them and when."""
+    """The lines to append to ``postgresql.auto.conf``, headed by who wrote them and when.
+
+    ``archive_mode`` "off" or "on" adds that setting after a comment saying why:
+    ``postgresql.auto.conf`` is read after ``postgresql.conf``, so it wins over
+    the ``archive_mode`` the backed-up cluster's files carry (not over a
+    ``-c archive_mode=...`` on the postgres command line).
+    """
     if not restore_command.strip():
         raise InputError("restore_command is empty")
     stamp = format_pg_time(now or datetime.now(UTC))
@@ -131,14 +150,25 @@ def render_settings(
         settings.append(("recovery_target_timeline", target.timeline))
     lines = [f"# Recovery settings written by janua-backup at {stamp}"]
     lines += [f"{name} = {quote_setting(value)}" for name, value in settings]
+    if archive_mode != "preserve":
+        if archive_mode not in _ARCHIVE_COMMENTS:
+            raise InputError(f"archive mode '{archive_mode}' is not one of off, on, preserve")
+        lines += [_ARCHIVE_COMMENTS[archive_mode], f"archive_mode = {quote_setting(archive_mode)}"]
     return "\n".join(lines) + "\n"
 
 
-def _disable_earlier(text: str, stamp: str) -> str:
+def _names_set(text: str) -> frozenset[str]:
+    """The settings ``text`` assigns, lower case (a comment line never matches)."""
+    return frozenset(
+        match[1].lower() for line in text.splitlines() if (match := _SETTING_LINE_RE.match(line))
+    )
+
+
+def _disable_earlier(text: str, stamp: str, also: frozenset[str] = frozenset()) -> str:
     out = []
     for line in text.splitlines(keepends=True):
         match = _SETTING_LINE_RE.match(line)
-        if match and match[1].lower() in RECOVERY_SETTINGS:
+        if match and match[1].lower() in RECOVERY_SETTINGS | also:
             line = f"# disabled by janua-backup at {stamp}: {line}"
         out.append(line)
     result = "".join(out)
@@ -177,7 +207,9 @@ def write_recovery(pgdata: Path, settings_text: str, *, standby: bool) -> list[P
     directory), earlier recovery settings in it commented out. A signal file
     of the other kind is removed: PostgreSQL lets ``standby.signal`` win, so
     a stray one would turn a point-in-time restore into a standby that never
-    promotes. Returns the paths written.
+    promotes. An earlier line setting something ``settings_text`` sets too
+    (``archive_mode``) is commented out as well: one live line, no guessing
+    which one PostgreSQL takes. Returns the paths written.
     """
     conf = pgdata / AUTO_CONF
     temp = pgdata / (AUTO_CONF + ".tmp")  # PostgreSQL's own temp name, excluded from backups
@@ -189,7 +221,8 @@ def write_recovery(pgdata: Path, settings_text: str, *, standby: bool) -> list[P
             old = conf.read_bytes().decode("utf-8", "surrogateescape")
         except FileNotFoundError:
             mode, old = 0o600, ""
-        new = _disable_earlier(old, format_pg_time(datetime.now(UTC)))
+        stamp = format_pg_time(datetime.now(UTC))
+        new = _disable_earlier(old, stamp, _names_set(settings_text))
         new += settings_text.rstrip("\n") + "\n"
         _write_file(temp, new.encode("utf-8", "surrogateescape"), mode)
         os.replace(temp, conf)

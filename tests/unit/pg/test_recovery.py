@@ -3,6 +3,7 @@ from __future__ import annotations
 import stat
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import cast
 
 import pytest
 from hypothesis import given
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 from janua_backup.errors import InputError, RestoreError
 from janua_backup.pg.recovery import (
+    ArchiveMode,
     RecoveryTarget,
     format_pg_time,
     parse_target_time,
@@ -302,3 +304,69 @@ def test_format_pg_time() -> None:
 @given(st.datetimes(timezones=st.just(UTC)))
 def test_format_and_parse_round_trip(moment: datetime) -> None:
     assert parse_target_time(format_pg_time(moment), timezone=None) == moment
+
+
+# --- archive_mode ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "tail"),
+    [
+        ("preserve", []),
+        (
+            "off",
+            [
+                "# archive_mode off: a copy restored beside production must not archive its "
+                "new timeline into production's repository (restore --archive-mode on lets it)",
+                "archive_mode = 'off'",
+            ],
+        ),
+        (
+            "on",
+            ["# archive_mode on: asked for with restore --archive-mode on", "archive_mode = 'on'"],
+        ),
+    ],
+)
+def test_render_settings_writes_archive_mode_unless_preserved(
+    mode: ArchiveMode, tail: list[str]
+) -> None:
+    target = RecoveryTarget("latest", None)
+    lines = render_settings(RESTORE, target, archive_mode=mode, now=NOW).splitlines()
+    assert lines == [*render_settings(RESTORE, target, now=NOW).splitlines(), *tail]
+
+
+def test_render_settings_refuses_an_unknown_archive_mode() -> None:
+    always = cast(ArchiveMode, "always")  # a caller that skipped the type check
+    with pytest.raises(InputError, match="off, on, preserve"):
+        render_settings(RESTORE, RecoveryTarget("latest", None), archive_mode=always)
+
+
+def test_writing_archive_mode_disables_an_earlier_one_and_preserve_keeps_it(
+    tmp_path: Path,
+) -> None:
+    conf = tmp_path / "postgresql.auto.conf"
+    conf.write_text("archive_mode = 'on'\n")  # ALTER SYSTEM on the backed-up cluster
+    latest = RecoveryTarget("latest", None)
+    write_recovery(tmp_path, render_settings(RESTORE, latest, now=NOW), standby=False)
+    assert conf.read_text().splitlines()[0] == "archive_mode = 'on'"
+    write_recovery(
+        tmp_path, render_settings(RESTORE, latest, archive_mode="off", now=NOW), standby=False
+    )
+    live = [
+        line for line in conf.read_text().splitlines() if line.lstrip().startswith("archive_mode")
+    ]
+    assert live == ["archive_mode = 'off'"]
+
+
+def test_postgresql_reads_archive_mode_off_over_its_own_conf(pg_root: Path) -> None:
+    """auto.conf is read after postgresql.conf: the copy's 'off' wins over production's 'on'."""
+    pgdata = pg_root / "archive-mode-check"
+    pgdata.mkdir(mode=0o700)
+    (pgdata / "PG_VERSION").write_text("15\n")
+    (pgdata / "postgresql.conf").write_text("archive_mode = on\narchive_command = 'false'\n")
+    (pgdata / "postgresql.auto.conf").write_text("archive_mode = 'always'\n")
+    settings = render_settings(RESTORE, RecoveryTarget("latest", None), archive_mode="off")
+    write_recovery(pgdata, settings, standby=False)
+    for path in [pgdata, *pgdata.iterdir()]:
+        give_to_postgres(path)
+    assert run_as_postgres("postgres", "-D", str(pgdata), "-C", "archive_mode") == "off\n"
