@@ -114,7 +114,9 @@ def test_wal_push_into_the_old_repository_keeps_it_restorable(
     config, repo_dir = old_repo
     before = digests(repo_dir)
     first = pg_factory.empty_dir() / "first"
-    janua.ok(janua.run(janua_exe, config, "restore", "--pgdata", str(first)))
+    janua.ok(
+        janua.run(janua_exe, config, "restore", "--pgdata", str(first), "--archive-mode", "on")
+    )
     settings = {"archive_mode": "on", "archive_command": janua.archive_command(janua_exe, config)}
     cluster = pg_factory.adopt(first, settings=settings, start=True)
     deadline = time.monotonic() + 120

@@ -139,9 +139,10 @@ def test_prefetch_across_a_timeline_switch(
     mid_dir = pg_factory.empty_dir() / "mid"
     janua.ok(
         janua.run(
-            janua_exe, config, "restore", "--pgdata", str(mid_dir), "--target-time", iso(target)
+            janua_exe, config, "restore", "--pgdata", str(mid_dir),
+            "--target-time", iso(target), "--archive-mode", "on",  # it archives timeline 2
         )
-    )
+    )  # fmt: skip
     mid = janua.start_restored(pg_factory, mid_dir, archive=True)
     assert janua.ids(mid) == list(range(1, 19))
     assert len(prefetched(mid)) >= 9, mid.log_path.read_text()[-3000:]
