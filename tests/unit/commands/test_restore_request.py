@@ -68,3 +68,29 @@ def test_a_target_postgresql_would_refuse_at_start_up_is_refused_now(
 def test_the_largest_targets_postgresql_takes_are_taken() -> None:
     assert build_request(**{**NO_TARGET, "target_xid": str((1 << 64) - 1)}).target.kind == "xid"
     assert build_request(**{**NO_TARGET, "target_name": "n" * 63}).target.kind == "name"
+
+
+@pytest.mark.parametrize(
+    ("given", "wanted"),
+    [
+        ({}, None),  # decided by where restore writes (restore.archive_choice)
+        ({"archive_mode": "on"}, "on"),
+        ({"archive": True}, "preserve"),
+        ({"archive": True, "archive_mode": "preserve"}, "preserve"),
+    ],
+)
+def test_archive_mode_flags(given: dict[str, Any], wanted: str | None) -> None:
+    assert build_request(**{**NO_TARGET, **given}).archive_mode == wanted
+
+
+@pytest.mark.parametrize(
+    ("given", "complaint"),
+    [
+        ({"archive_mode": "always"}, "--archive-mode 'always' must be off, on or preserve"),
+        ({"archive": True, "archive_mode": "on"}, "--archive means --archive-mode preserve"),
+    ],
+)
+def test_archive_mode_refusals(given: dict[str, Any], complaint: str) -> None:
+    with pytest.raises(InputError, match=complaint) as caught:
+        build_request(**{**NO_TARGET, **given})
+    assert caught.value.exit_code == 4
