@@ -285,7 +285,9 @@ def _parent(repo: Repo, facts: pgconn.ServerFacts) -> tuple[Manifest | None, str
 
 
 def _check_server(facts: pgconn.ServerFacts, settings: Settings) -> None:
-    if facts.archive_mode == "off":
+    # A standby's own archive_mode may be off: the primary archives (its archive_mode
+    # is checked when primary_dsn reaches it; else the wait for the stop segment tells).
+    if facts.archive_mode == "off" and not facts.in_recovery:
         raise BackupError(
             "archive_mode is off, so the WAL that makes a backup consistent is never "
             "archived; set archive_mode = on and archive_command = "
@@ -363,6 +365,12 @@ def _close_stop_segment(settings: Settings, facts: pgconn.ServerFacts, stop: Bac
             raise BackupError(
                 f"postgres.primary_dsn reaches {what}, not the primary of cluster "
                 f"{facts.system_identifier}; point primary_dsn at the current primary"
+            )
+        if primary.archive_mode == "off" and facts.archive_mode != "always":
+            raise BackupError(
+                "neither the primary (archive_mode off) nor this standby (archive_mode "
+                f"{facts.archive_mode}) archives WAL, so this backup could never be made "
+                "consistent; set archive_mode = on on the primary (or always on the standby)"
             )
         switched = switch_wal(conn)
     log.info("asked the primary to switch segments segment=%s switch_lsn=%s", name, switched)

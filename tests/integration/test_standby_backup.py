@@ -96,3 +96,44 @@ def test_backup_from_a_standby_restores_exactly_and_both_nodes_archive(
         assert archived > 0 and failed == 0, (cluster, archived, failed)
         log = cluster.log_path.read_text()
         assert "conflict" not in log.lower() and "archive command failed" not in log, log[-3000:]
+
+
+def test_without_primary_dsn_the_standby_backup_waits_for_the_primarys_archive_timeout(
+    s3_server: Any, s3_bucket: str, pg_factory: Any, janua_exe: Path
+) -> None:
+    """Only the primary archives (the standby's archive_mode stays on: idle in recovery),
+    and no primary_dsn: the stop segment arrives with the primary's archive_timeout."""
+    spec = s3_spec(s3_server, s3_bucket)
+    home = pg_factory.empty_dir()
+    primary_conf, standby_conf = home / "primary.toml", home / "standby.toml"
+    janua.write_config(primary_conf, spec)
+    primary = janua.archiving_cluster(
+        pg_factory, janua_exe, primary_conf, {"archive_timeout": "2s"}
+    )
+    janua.write_config(primary_conf, spec, pgdata=primary.pgdata, dsn=primary.dsn)
+    primary.sql("CREATE TABLE items (id int PRIMARY KEY, note text)")
+    janua.insert_rows(primary, 1, 5)
+    standby = pg_factory.replica(primary)
+
+    # A primary_dsn that reaches a standby is refused before anything is committed.
+    janua.write_config(
+        standby_conf, spec, pgdata=standby.pgdata, dsn=standby.dsn, primary_dsn=standby.dsn
+    )
+    refused = janua.run(janua_exe, standby_conf, "backup")
+    janua.one_line_error(refused, 31, "primary_dsn reaches a standby")
+    assert janua.run_json(janua_exe, primary_conf, "list")["backups"] == []
+
+    janua.write_config(standby_conf, spec, pgdata=standby.pgdata, dsn=standby.dsn)
+    janua.insert_rows(primary, 6, 5)
+    wait_replayed(primary, standby)
+    done = janua.ok(janua.run(janua_exe, standby_conf, "backup"))
+    assert "taken on the standby" in done.stdout
+    assert "waits for segment" in done.stderr and "primary_dsn" in done.stderr
+    janua.insert_rows(primary, 11, 5)
+    janua.switch_and_wait_archived(primary)
+
+    end_dir = pg_factory.empty_dir() / "end"
+    janua.ok(janua.run(janua_exe, primary_conf, "restore", "--pgdata", str(end_dir)))
+    restored = janua.start_restored(pg_factory, end_dir)
+    assert janua.ids(restored) == list(range(1, 16))
+    assert _archiver(standby) == (0, 0)

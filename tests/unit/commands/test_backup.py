@@ -11,12 +11,12 @@ from janua_backup.pg.conn import ServerFacts
 from janua_backup.pg.lowlevel import label_from_standby
 
 
-def facts(version_num: int, *, in_recovery: bool) -> ServerFacts:
+def facts(version_num: int, *, in_recovery: bool, archive_mode: str = "always") -> ServerFacts:
     return ServerFacts(
         version_num=version_num,
         system_identifier=7,
         wal_segment_size=16 << 20,
-        archive_mode="always",
+        archive_mode=archive_mode,
         archive_command="janua-backup wal-push %p",
         data_directory="/pg",
         in_recovery=in_recovery,
@@ -38,3 +38,12 @@ def test_the_backup_label_says_whether_postgresql_took_it_in_recovery() -> None:
     label = "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n"
     assert not label_from_standby(label + "BACKUP FROM: primary\n")
     assert label_from_standby(label + "BACKUP FROM: standby\nSTART TIMELINE: 1\n")
+
+
+@pytest.mark.parametrize("archive_mode", ["off", "on", "always"])
+def test_a_standby_need_not_archive_itself_when_the_primary_does(archive_mode: str) -> None:
+    """Only a primary's archive_mode off is refused outright: a standby's stop segment
+    may come from the primary (checked through primary_dsn, or by the wait)."""
+    backup._check_server(facts(150004, in_recovery=True, archive_mode=archive_mode), Settings())
+    with pytest.raises(BackupError, match="archive_mode is off"):
+        backup._check_server(facts(150004, in_recovery=False, archive_mode="off"), Settings())
