@@ -49,6 +49,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from janua_backup import locks
+from janua_backup.commands import backup_standby
 from janua_backup.commands.common import jobs, open_repo
 from janua_backup.config import Settings
 from janua_backup.errors import (
@@ -60,7 +61,7 @@ from janua_backup.errors import (
 )
 from janua_backup.pg import conn as pgconn
 from janua_backup.pg import control, datadir
-from janua_backup.pg.lowlevel import BackupStop, LowLevelBackup, label_from_standby, switch_wal
+from janua_backup.pg.lowlevel import BackupStop, LowLevelBackup
 from janua_backup.pg.wal import WalSegment
 from janua_backup.repository import catalog, layout, marker, pins, transfer
 from janua_backup.repository.manifest import FileEntry, Manifest, required_format
@@ -184,7 +185,8 @@ def _run(
             copied = time.monotonic()
             stop = session.stop(wait_for_archive=False, timeout_s=settings.backup.archive_timeout_s)
             if facts.in_recovery:
-                _close_stop_segment(settings, facts, stop)
+                stop = backup_standby.stop_point(conn, stop)
+                backup_standby.close_stop_segment(settings, facts, stop)
             _wait_archived(
                 repo, stop, facts.wal_segment_size, settings.backup.archive_timeout_s,
                 standby=facts.in_recovery,
@@ -335,45 +337,6 @@ def _sources(pgdata: Path) -> list[SourceFile]:
         )
         result.append(SourceFile(meta, pgdata / entry.path))
     return result
-
-
-def _close_stop_segment(settings: Settings, facts: pgconn.ServerFacts, stop: BackupStop) -> None:
-    """On a standby: has the primary (``primary_dsn``) switch segments, so that the one
-    holding the stop point is complete and archived now; without it, says what we wait for.
-
-    Only once ``pg_backup_stop`` returned: the switch must come after the stop point
-    (the standby's last replayed position, which the primary has already written)."""
-    if not label_from_standby(stop.backup_label):
-        raise BackupError(
-            "the standby was promoted while the backup ran; run backup again (against the "
-            "new primary, or a standby)"
-        )
-    name = WalSegment.before_lsn(stop.timeline, stop.lsn, facts.wal_segment_size).name
-    dsn = settings.postgres.primary_dsn
-    if not dsn:
-        log.info(
-            "backup from a standby waits for segment %s: the primary completes it at its "
-            "archive_timeout or when more WAL fills it; set [postgres] primary_dsn to have "
-            "janua-backup ask the primary for pg_switch_wal() instead",
-            name,
-        )
-        return
-    with pgconn.connect(dsn, setting="postgres.primary_dsn / JANUA_BACKUP_PRIMARY_DSN") as conn:
-        primary = pgconn.server_facts(conn)
-        if primary.system_identifier != facts.system_identifier or primary.in_recovery:
-            what = "a standby" if primary.in_recovery else f"cluster {primary.system_identifier}"
-            raise BackupError(
-                f"postgres.primary_dsn reaches {what}, not the primary of cluster "
-                f"{facts.system_identifier}; point primary_dsn at the current primary"
-            )
-        if primary.archive_mode == "off" and facts.archive_mode != "always":
-            raise BackupError(
-                "neither the primary (archive_mode off) nor this standby (archive_mode "
-                f"{facts.archive_mode}) archives WAL, so this backup could never be made "
-                "consistent; set archive_mode = on on the primary (or always on the standby)"
-            )
-        switched = switch_wal(conn)
-    log.info("asked the primary to switch segments segment=%s switch_lsn=%s", name, switched)
 
 
 def _wait_archived(

@@ -98,6 +98,16 @@ def label_from_standby(label: str) -> bool:
     return re.search(r"^BACKUP FROM: standby$", label, re.MULTILINE) is not None
 
 
+def min_recovery_end(conn: psycopg.Connection[Any]) -> Lsn | None:
+    """A standby's minimum recovery point as its pg_control holds it now (None on a
+    primary). Recovery of a standby's backup ends at the one in the copied pg_control,
+    which can be one record past the stop LSN (the record being replayed when the
+    control file was written); the live value is at least that."""
+    (lsn,) = query_one(conn, "SELECT min_recovery_end_lsn::text FROM pg_control_recovery()")
+    found = Lsn.parse(lsn)
+    return found if found.value else None
+
+
 def switch_wal(conn: psycopg.Connection[Any]) -> Lsn:
     """``pg_switch_wal()`` on a primary: closes its current segment, so that a
     standby's backup can end without waiting for archive_timeout or more writes."""
