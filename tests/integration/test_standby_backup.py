@@ -91,6 +91,8 @@ def test_backup_from_a_standby_restores_exactly_and_both_nodes_archive(
         ours = (primary.pgdata / "pg_wal" / name).read_bytes()
         theirs = (standby.pgdata / "pg_wal" / name).read_bytes()
         assert ours == theirs, f"{name} differs between the primary and the standby"
+    logs = primary.log_path.read_text() + standby.log_path.read_text()
+    assert "outcome=already archived" in logs  # the second node's push of a segment
     for cluster in (primary, standby):
         archived, failed = _archiver(cluster)
         assert archived > 0 and failed == 0, (cluster, archived, failed)
