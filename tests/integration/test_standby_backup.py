@@ -133,6 +133,8 @@ def test_without_primary_dsn_the_standby_backup_waits_for_the_primarys_archive_t
     assert "waits for segment" in done.stderr and "primary_dsn" in done.stderr
     janua.insert_rows(primary, 11, 5)
     janua.switch_and_wait_archived(primary)
+    scratch = pg_factory.empty_dir()
+    janua.ok(janua.run(janua_exe, primary_conf, "verify", "--scratch-dir", str(scratch)))
 
     end_dir = pg_factory.empty_dir() / "end"
     janua.ok(janua.run(janua_exe, primary_conf, "restore", "--pgdata", str(end_dir)))
