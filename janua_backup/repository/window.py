@@ -73,9 +73,7 @@ def compute(
     ``requested_timeline`` does not descend from the backup). An ambiguous path
     (``Window.conflict``) is walked up to its fork only: what both branches share."""
     size = manifest.wal_segment_size
-    path = timelines.resolve(
-        index, manifest.timeline, manifest.start_lsn, size, requested_timeline
-    )
+    path = timelines.resolve(index, manifest.timeline, manifest.start_lsn, size, requested_timeline)
     start = manifest.start_lsn.value // size
     stop = (manifest.stop_lsn.value - 1) // size  # the stop LSN is an exclusive end
     first = WalSegment.from_lsn(manifest.timeline, manifest.start_lsn, size).name
