@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from janua_backup import output
 from janua_backup.commands import info, restore, verify_repo
 from janua_backup.commands.common import open_repo
 from janua_backup.commands.restore import RestoreRequest
 from janua_backup.commands.restore_request import build_request
 from janua_backup.config import RepoSettings, Settings
 from janua_backup.errors import InputError
+from janua_backup.output.verify_repo import render
 from janua_backup.pg.wal import Lsn
 from janua_backup.repository import marker
 from janua_backup.repository.integrity import ProblemKind
@@ -114,3 +116,24 @@ def test_a_target_timeline_off_the_backups_path_is_refused(
         restore.prepare(settings, request(tmp_path / "a", NEW, "2"))
     with pytest.raises(InputError, match="--target-timeline 5 is not on the path of any backup"):
         restore.prepare(settings, request(tmp_path / "a", None, "5"))
+
+
+def test_list_and_verify_say_two_branches_not_unrestorable(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output.info(info.run(settings), as_json=False)
+    listed = capsys.readouterr().out
+    assert f"two branches at {FORK}: pick with --target-timeline (1 or 2)" in listed
+    assert "NOT RESTORABLE" not in listed
+    render(verify_repo.run(settings), as_json=False)
+    checked = capsys.readouterr().out
+    assert "two branches: pick with --target-timeline" in checked
+    assert "NOT RESTORABLE" not in checked
+
+
+def test_the_plan_prints_the_timeline_path(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, plan = restore.prepare(settings, request(tmp_path / "a", OLD, "2"))
+    output.plan(plan, as_json=False)
+    assert f"timelines   1 -> 2 (switch at {FORK})" in capsys.readouterr().err
