@@ -84,8 +84,9 @@ class Conflict:
             for b in self.branches
         )
         picks = " or ".join(f"--target-timeline {b.timeline}" for b in self.branches)
+        count = "two" if len(self.branches) == 2 else str(len(self.branches))
         return (
-            f"the WAL after backup {backup_id} splits into two branches at {self.fork} on "
+            f"the WAL after backup {backup_id} splits into {count} branches at {self.fork} on "
             f"timeline {self.parent}: {named}; restoring without a target timeline could "
             f"bring back the wrong one, so pick one with {picks}"
         )

@@ -133,3 +133,16 @@ def test_a_newer_backup_after_the_fork_restores_production_without_a_target() ->
 def test_a_branch_with_only_a_history_file_is_not_followed() -> None:
     index = window.WalIndex.build(archived(1, 2, 4), {2: fork(1, 4)}, SEG)
     assert resolve(index).timelines == (1,)
+
+
+def test_two_new_timelines_from_one_stopped_parent_are_refused() -> None:
+    # Production stopped in segment 4 (failover: timeline 2); a side copy forked in
+    # segment 3 (timeline 3). Timeline 1 goes on past 3 too: three living branches.
+    wal = [*archived(1, 2, 4), *archived(2, 4, 8), *archived(3, 3, 5)]
+    index = window.WalIndex.build(wal, {2: fork(1, 4), 3: fork(1, 3)}, SEG)
+    path = resolve(index)
+    assert path.conflict is not None and path.conflict.fork == Lsn(3 * SEG + 0x100)
+    assert [b.timeline for b in path.conflict.branches] == [1, 3, 2]
+    message = path.conflict.message("A")
+    assert "splits into 3 branches" in message
+    assert "--target-timeline 1 or --target-timeline 3 or --target-timeline 2" in message
