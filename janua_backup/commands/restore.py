@@ -23,7 +23,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from janua_backup.commands import restore_delta
@@ -35,7 +35,7 @@ from janua_backup.localfs import atomic_write
 from janua_backup.pg import recovery
 from janua_backup.pg.command_line import check_fits
 from janua_backup.pg.wal import WalSegment
-from janua_backup.repository import catalog, marker, window
+from janua_backup.repository import catalog, marker, timelines, window
 from janua_backup.repository.manifest import ROOT_PATHS, Manifest
 from janua_backup.repository.select import Choice, Target, choose
 from janua_backup.repository.transfer import Progress
@@ -79,6 +79,8 @@ class RestorePlan:
     depends_on: str | None = None
     archive_mode: recovery.ArchiveMode = "preserve"
     archive_reason: str = ""
+    timeline_path: str = ""  # "1 -> 3 (switch at 0/5000028)": timelines.TimelinePath.describe
+    target_timeline: int | None = None  # written as recovery_target_timeline, never 'latest'
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +114,8 @@ def prepare(settings: Settings, request: RestoreRequest) -> tuple[Choice, Restor
     manifests = catalog.list_backups(repo)
     index = window.load_index(repo, found.wal_segment_size)
     pairs = [
-        (m, window.compute(m, index, requested_timeline=request.requested_timeline))
-        for m in manifests
+        (m, window.compute(m, index, requested_timeline=_requested(request, m)))
+        for m in _on_path(manifests, index, request)
     ]
     choice = choose(pairs, request.target, request.backup_id)
     m = choice.manifest
@@ -129,6 +131,8 @@ def prepare(settings: Settings, request: RestoreRequest) -> tuple[Choice, Restor
         first_wal=WalSegment.from_lsn(m.timeline, m.start_lsn, m.wal_segment_size).name,
         last_wal=choice.window.last_segment,
         timeline=choice.window.timeline,
+        timeline_path=_path_text(choice),
+        target_timeline=_target_timeline(choice),
         fetch_bytes=m.original_size_bytes,
         stored_bytes=m.fetch_stored_bytes,
         target=describe_target(request.target),
@@ -191,7 +195,7 @@ def execute(
             jobs=jobs(settings),
             progress=progress,
         )
-        files = _write_recovery(settings, request, manifest, chown=chown)
+        files = _write_recovery(settings, request, plan, manifest, chown=chown)
         restore_delta.install_control(request.pgdata)
     except OSError as exc:
         # A full disk or a lost mount mid-restore: one sentence, not a traceback.
@@ -272,7 +276,7 @@ def _execute_delta(
             progress=progress,
             files=comparison.fetch,
         )
-        files = _write_recovery(settings, request, manifest, chown=chown)
+        files = _write_recovery(settings, request, plan, manifest, chown=chown)
         restore_delta.install_control(root)
         restore_delta.finish(root)
     except OSError as exc:
@@ -293,6 +297,46 @@ def _execute_delta(
         duration,
     )
     return _result(plan, fetched, duration, files, root, comparison, removed)
+
+
+def _requested(request: RestoreRequest, manifest: Manifest) -> int | None:
+    """The timeline asked for: a number, the backup's own ('current'), or None (the
+    rule of ``repository.timelines``; PostgreSQL's 'latest' is not what is followed)."""
+    if request.recovery_target.timeline == "current":
+        return manifest.timeline
+    return request.requested_timeline
+
+
+def _on_path(
+    manifests: list[Manifest], index: window.WalIndex, request: RestoreRequest
+) -> list[Manifest]:
+    """The backups from which ``--target-timeline N`` can be reached; ``InputError`` if
+    none (or not the one asked for) can."""
+    wanted = request.requested_timeline
+    if wanted is None:
+        return manifests
+    usable = [m for m in manifests if timelines.descends(index, m.timeline, m.start_lsn, wanted)]
+    named = [m for m in manifests if m.backup_id == request.backup_id]
+    if named and named[0] not in usable:
+        m = named[0]
+        timelines.resolve(index, m.timeline, m.start_lsn, m.wal_segment_size, wanted)  # raises
+    if manifests and not usable:
+        raise InputError(
+            f"--target-timeline {wanted} is not on the path of any backup (no backup's "
+            "timeline leads to it after the backup's start); `janua-backup list` shows "
+            "each backup's timelines"
+        )
+    return usable
+
+
+def _target_timeline(choice: Choice) -> int:
+    path = choice.window.path
+    return path.target if path is not None else choice.manifest.timeline
+
+
+def _path_text(choice: Choice) -> str:
+    path = choice.window.path
+    return path.describe() if path is not None else str(choice.manifest.timeline)
 
 
 def _check_empty(path: Path, what: str) -> None:
@@ -370,7 +414,12 @@ def _make_tree(where: Tree, manifest: Manifest, locations: dict[str, str], *, ch
 
 
 def _write_recovery(
-    settings: Settings, request: RestoreRequest, manifest: Manifest, *, chown: bool
+    settings: Settings,
+    request: RestoreRequest,
+    plan: RestorePlan,
+    manifest: Manifest,
+    *,
+    chown: bool,
 ) -> list[Path]:
     root = request.pgdata
     owner = next((e for e in manifest.files if e.path == "global/pg_control"), None)
@@ -381,9 +430,15 @@ def _write_recovery(
         atomic_write(root / "tablespace_map", [ts_map.encode()], mode=0o600)
         written.append(root / "tablespace_map")
     _clear_spool(root, settings.wal.spool_dir)
+    # The timeline number janua checked, never 'latest': a branch archived later (a
+    # side copy) must not change the path PostgreSQL follows (``repository.timelines``).
+    # A standby keeps what it was given: it must follow its primary's future failovers.
+    target = request.recovery_target
+    if plan.target_timeline is not None and not request.standby:
+        target = replace(target, timeline=str(plan.target_timeline))
     text = recovery.render_settings(
         restore_command(settings),
-        request.recovery_target,
+        target,
         archive_mode=archive_choice(settings, request)[0],
     )
     written += recovery.write_recovery(root, text, standby=request.standby)

@@ -29,7 +29,36 @@ def window_json(w: Window) -> dict[str, Any]:
         "first_wal": w.first_segment,
         "last_wal": w.last_segment,
         "missing_wal": w.missing_segment,
+        "timelines": list(w.path.timelines) if w.path else [w.timeline],
+        "timeline_path": w.path.describe() if w.path else str(w.timeline),
+        "branches": _branches_json(w),
     }
+
+
+def _branches_json(w: Window) -> list[dict[str, Any]] | None:
+    """The living branches of an ambiguous path (restore needs --target-timeline)."""
+    if w.conflict is None:
+        return None
+    return [
+        {
+            "timeline": b.timeline,
+            "fork_lsn": str(b.fork) if b.fork else None,
+            "newest_wal": b.newest_segment,
+        }
+        for b in w.conflict.branches
+    ]
+
+
+def _span(w: Window) -> str:
+    if w.conflict is not None:
+        picks = " or ".join(str(b.timeline) for b in w.conflict.branches)
+        return (
+            f"{utc(w.earliest_time)} .. two branches at {w.conflict.fork}: "
+            f"pick with --target-timeline ({picks})"
+        )
+    if w.restorable:
+        return f"{utc(w.earliest_time)} .. {utc(w.latest_time)}"
+    return f"NOT RESTORABLE: WAL {w.missing_segment} missing"
 
 
 def drill_json(report: DrillReport | None) -> dict[str, Any] | None:
@@ -152,11 +181,7 @@ def info(result: InfoResult, as_json: bool) -> None:
         print(header)
     for b in result.backups:
         m, w = b.manifest, b.window
-        span = (
-            f"{utc(w.earliest_time)} .. {utc(w.latest_time)}"
-            if w.restorable
-            else f"NOT RESTORABLE: WAL {w.missing_segment} missing"
-        )
+        span = _span(w)
         print(
             f"{m.backup_id:<18} {age(m.start_time):<22} {size(m.original_size_bytes):>10} "
             f"{size(m.stored_size_bytes):>10}  {span}"
@@ -164,6 +189,8 @@ def info(result: InfoResult, as_json: bool) -> None:
         pin = "; pinned (expire keeps it)" if b.pinned else ""
         print(f"{'':<18} {_drill_line(b.last_drill)}{pin}")
         print(f"{'':<18} taken on the {m.source}" + (f" {m.host}" if m.host else ""))
+        if w.path is not None and (w.path.switches or w.conflict is not None):
+            print(f"{'':<18} timelines: {w.path.describe()}")
         if w.restorable and w.missing_segment:
             print(f"{'':<18} gap in the archive at {w.missing_segment}: later WAL is unreachable")
     for incomplete in result.incomplete:
@@ -180,6 +207,8 @@ def plan(p: RestorePlan, as_json: bool) -> None:
         print(f"  type        incremental on top of {p.depends_on}", file=out)
     print(f"  target      {p.target}", file=out)
     print(f"  WAL needed  {p.first_wal} .. {p.last_wal or '?'} (timeline {p.timeline})", file=out)
+    if p.timeline_path:
+        print(f"  timelines   {p.timeline_path}", file=out)
     print(f"  to fetch    {size(p.stored_bytes)} stored, {size(p.fetch_bytes)} restored", file=out)
     delta = " (delta: files already there with the right SHA-256 are kept)" if p.delta else ""
     print(f"  into        {p.pgdata}{delta}", file=out)
@@ -202,6 +231,8 @@ def restore(result: RestoreResult, as_json: bool) -> None:
                 "first_wal": p.first_wal,
                 "last_wal": p.last_wal,
                 "timeline": p.timeline,
+                "timeline_path": p.timeline_path,
+                "target_timeline": p.target_timeline,
                 "written_bytes": result.written_bytes,
                 "duration_s": round(result.duration_s, 3),
                 "files_written": result.files_written,

@@ -50,6 +50,8 @@ def _reach(b: BackupCheck) -> str:
     )
     if b.objects_failed:
         return f"NOT RESTORABLE: {_count(b.objects_failed, 'damaged object')}"
+    if b.branches:
+        return "two branches: pick with --target-timeline (see below)"
     if b.missing_segment:
         return f"{reach}; gap at {b.missing_segment}"
     return reach
@@ -78,6 +80,8 @@ def to_json(result: RepoVerifyResult) -> dict[str, Any]:
                 ),
                 "restorable_to_lsn": str(b.restorable_to_lsn) if b.restorable_to_lsn else None,
                 "restorable_to_timeline": b.restorable_to_timeline,
+                "timeline_path": b.timeline_path,
+                "branches": b.branches,
                 "last_wal": b.last_segment,
                 "missing_wal": b.missing_segment,
             }

@@ -6,7 +6,10 @@ trailer verified) and compared with the manifest's sizes and SHA-256, and
 each file inside it is hashed as it streams by. For each backup the WAL is
 followed from its start on every timeline that descends from it, up to the
 newest segment archived on that path: the first gap (or a damaged segment)
-is what the backup can be restored up to. Every WAL segment a backup needs is
+is what the backup can be restored up to. Which timeline holds each segment,
+and which path a restore follows by default, is ``timelines``' answer (the
+one list and restore use); a path that splits into two living branches is
+reported (a restore needs ``--target-timeline``). Every WAL segment a backup needs is
 read and verified too.
 
 Incremental backups: a manifest lists the objects of other backups it
@@ -50,7 +53,7 @@ from janua_backup.pg.wal import (
     classify,
 )
 from janua_backup.pipeline.stream import Digest
-from janua_backup.repository import catalog, layout, wal_archive, window
+from janua_backup.repository import catalog, layout, timelines, wal_archive, window
 from janua_backup.repository.manifest import FileEntry, Manifest, StoredObject
 from janua_backup.repository.objects import Repo
 from janua_backup.repository.reread import rereading
@@ -73,6 +76,7 @@ class ProblemKind(enum.StrEnum):
     NOT_RESTORABLE = "not_restorable"
     DAMAGED_WAL = "damaged_wal"
     MISSING_HISTORY = "missing_history"
+    TWO_BRANCHES = "two_branches"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +102,8 @@ class BackupCheck:
     restorable_to_timeline: int | None
     last_segment: str | None
     missing_segment: str | None  # the first gap before the newest archived WAL, if any
+    timeline_path: str = ""  # the timelines a restore without --target-timeline follows
+    branches: str | None = None  # the path splits: why a restore needs --target-timeline
 
     @property
     def restorable(self) -> bool:
@@ -175,6 +181,7 @@ def check(
     index, archive_problems = _load_index(repo, segment_size)
     problems += archive_problems
     paths = {m.backup_id: _paths(m, index) for m in manifests}
+    defaults = {m.backup_id: window.compute(m, index) for m in manifests}
     needed = {w.name: w for ps in paths.values() for p in ps for w in p.needed}
     objects = _object_jobs(manifests)
     tasks = [_object_task(repo, key, job) for key, job in _big_first(objects)]
@@ -187,11 +194,21 @@ def check(
     if damaged_wal:  # a damaged segment is a gap: walk again without it
         index = _without(index, damaged_wal)
         paths = {m.backup_id: _paths(m, index) for m in manifests}
+        defaults = {m.backup_id: window.compute(m, index) for m in manifests}
     for m in manifests:
         problems += _wal_problems(m, paths[m.backup_id], damaged_wal)
+        conflict = defaults[m.backup_id].conflict
+        if conflict is not None:
+            message = conflict.message(m.backup_id)
+            problems.append(Problem(ProblemKind.TWO_BRANCHES, message, m.backup_id))
     return RepoCheck(
         backups=tuple(
-            _verdict(m, paths[m.backup_id], [by_object[k] for k in _object_keys(m)])
+            _verdict(
+                m,
+                defaults[m.backup_id],
+                paths[m.backup_id],
+                [by_object[k] for k in _object_keys(m)],
+            )
             for m in manifests
         ),
         objects_checked=len(objects),
@@ -290,48 +307,27 @@ def _without(index: WalIndex, names: set[str]) -> WalIndex:
     return WalIndex(segments=kept, histories=index.histories, newest_segno=index.newest_segno)
 
 
-def _timelines(manifest: Manifest, index: WalIndex) -> list[int]:
-    """The backup's timeline and every archived one recovery could follow from it: those
-    whose history passes through the backup's timeline after the backup started."""
-    found = [manifest.timeline]
-    for tli, history in sorted(index.histories.items()):
-        switch = history.switch_lsn(manifest.timeline)
-        if tli > manifest.timeline and switch is not None and switch >= manifest.start_lsn:
-            found.append(tli)
-    return found
-
-
-def _path_timeline(index: WalIndex, target: int, segno: int, size: int) -> int:
-    """Which timeline recovery towards ``target`` reads segment ``segno`` from (a segment
-    holding a switch point is read from the newer timeline, as window.compute does)."""
-    history = index.histories.get(target)
-    for entry in history.entries if history else ():
-        if segno < entry.switch_lsn.value // size:
-            return entry.timeline
-    return target
-
-
 def _paths(manifest: Manifest, index: WalIndex) -> list[_Path]:
+    """One walk per timeline a restore of this backup could follow (``--target-timeline``),
+    each along the path ``timelines.resolve`` gives for it: what restore would read."""
     size = manifest.wal_segment_size
     start = manifest.start_lsn.value // size
     paths = []
-    for tli in _timelines(manifest, index):
+    for tli in timelines.reachable(index, manifest.timeline, manifest.start_lsn):
+        path = timelines.resolve(index, manifest.timeline, manifest.start_lsn, size, tli)
         on_path = sorted(
-            n for t, n in index.segments if n >= start and t == _path_timeline(index, tli, n, size)
+            n for t, n in index.segments if n >= start and t == path.timeline_of(n, size)
         )
-        needed, segno = [], start
-        while found := index.segments.get((_path_timeline(index, tli, segno, size), segno)):
-            needed.append(found)
-            segno += 1
+        walked = timelines.walk(index, path, start, size)
+        segno = walked.next_segno
         w = window.compute(manifest, index, requested_timeline=tli)
         ends_early = bool(on_path) and segno <= on_path[-1]
-        gap_tli = _path_timeline(index, tli, segno, size)
-        gap = WalSegment.from_number(gap_tli, segno, size).name
+        gap = WalSegment.from_number(walked.next_timeline, segno, size).name
         paths.append(
             _Path(
                 timeline=tli,
                 window=w,
-                needed=tuple(needed),
+                needed=tuple(index.segments[k] for k in walked.found),
                 gap=gap if ends_early or not w.restorable else None,
                 beyond=sum(1 for n in on_path if n > segno),
             )
@@ -365,11 +361,14 @@ def _wal_problems(manifest: Manifest, paths: Sequence[_Path], damaged: set[str])
     return problems
 
 
-def _verdict(manifest: Manifest, paths: Sequence[_Path], reads: Sequence[_Read]) -> BackupCheck:
-    # The newest timeline checked is the one a restore follows by default ('latest').
-    main = paths[-1]
-    w = main.window
-    gap = next((p.gap for p in reversed(paths) if p.gap), None)
+def _verdict(
+    manifest: Manifest, w: Window, paths: Sequence[_Path], reads: Sequence[_Read]
+) -> BackupCheck:
+    """``w``: the window a restore without a target timeline gets (``window.compute``,
+    as list and restore): the verdict is that one's, so the three never disagree."""
+    target = w.path.target if w.path is not None else manifest.timeline
+    on_default = [p.gap for p in paths if p.gap and p.timeline == target]
+    gap = next(iter(on_default), None) or next((p.gap for p in reversed(paths) if p.gap), None)
     return BackupCheck(
         backup_id=manifest.backup_id,
         timeline=manifest.timeline,
@@ -382,6 +381,8 @@ def _verdict(manifest: Manifest, paths: Sequence[_Path], reads: Sequence[_Read])
         restorable_to_timeline=w.timeline if w.restorable else None,
         last_segment=w.last_segment,
         missing_segment=gap,
+        timeline_path=w.path.describe() if w.path is not None else str(manifest.timeline),
+        branches=w.conflict.message(manifest.backup_id) if w.conflict is not None else None,
     )
 
 

@@ -1,6 +1,9 @@
 """Which backup a restore starts from, and whether the target can be reached.
 
 Pure: manifests, their windows and a target in; a choice or a refusal out.
+Each window follows the timeline path ``timelines.resolve`` gives; a backup
+whose path splits into two living branches is refused (exit 4) with both
+named, never followed to whichever is newer.
 A target outside every window is refused with the window in the message:
 recovering "somewhere near" the requested point is the silent failure this
 tool exists to prevent.
@@ -63,12 +66,24 @@ def choose(
     fits = [(m, w) for m, w in pairs if w.restorable and _reaches(w, target)]
     if fits:
         manifest, window = max(fits, key=lambda p: p[0].stop_lsn)
+        if window.conflict is not None:
+            # The path splits and nothing says which branch is the one to restore:
+            # 'latest' here is how a side copy's rows replace production's.
+            raise InputError(window.conflict.message(manifest.backup_id))
         return Choice(manifest, window)
     raise TargetOutOfRange(_refusal(target, windows, backup_id))
 
 
 def _reaches(window: Window, target: Target) -> bool:
+    """Whether the target is inside the window; an ambiguous path's end is not known
+    until a branch is picked, so only its start counts (``choose`` then refuses)."""
     assert window.latest_lsn is not None and window.latest_time is not None
+    if window.conflict is not None:
+        if target.kind == "time" and target.time is not None:
+            return window.earliest_time <= target.time
+        if target.kind == "lsn" and target.lsn is not None:
+            return window.earliest_lsn <= target.lsn
+        return True
     if target.kind == "time" and target.time is not None:
         return window.earliest_time <= target.time <= window.latest_time
     if target.kind == "lsn" and target.lsn is not None:

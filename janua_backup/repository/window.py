@@ -2,9 +2,8 @@
 
 A backup is restorable from its stop point (where it becomes consistent) up
 to the last WAL segment that can be reached from its start without a gap,
-following timeline switches the way PostgreSQL does with
-``recovery_target_timeline = 'latest'``: for each segment number, the newest
-timeline on the target's history whose branch point lies at or before it.
+along the timeline path ``timelines.resolve`` gives (the one answer list,
+info, restore and verify --repo share).
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from janua_backup.pg.wal import Lsn, TimelineHistory, WalFileKind, WalSegment, classify
-from janua_backup.repository import wal_archive
+from janua_backup.repository import timelines, wal_archive
 from janua_backup.repository.manifest import Manifest
 from janua_backup.repository.objects import Repo
 from janua_backup.repository.wal_archive import ArchivedWal
@@ -31,10 +30,16 @@ class Window:
     first_segment: str
     last_segment: str | None
     missing_segment: str | None  # the first gap, if the archive has one before its end
+    path: timelines.TimelinePath | None = None  # the timelines recovery follows
 
     @property
     def restorable(self) -> bool:
         return self.latest_lsn is not None
+
+    @property
+    def conflict(self) -> timelines.Conflict | None:
+        """Two branches continue after a fork: a restore must be told which."""
+        return self.path.conflict if self.path is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,56 +66,23 @@ class WalIndex:
         return cls(segments=segments, histories=histories, newest_segno=newest)
 
 
-def target_timeline(index: WalIndex, backup_timeline: int, requested: int | None) -> int:
-    """The timeline recovery will end on: the requested one, else the newest that
-    descends from the backup's timeline (PostgreSQL's 'latest')."""
-    if requested is not None:
-        return requested
-    best = backup_timeline
-    for tli in sorted(index.histories):
-        if tli > best and backup_timeline in _ancestry(index, tli):
-            best = tli
-    return best
-
-
-def _ancestry(index: WalIndex, tli: int) -> list[int]:
-    history = index.histories.get(tli)
-    parents = [e.timeline for e in history.entries] if history else []
-    return [*parents, tli]
-
-
-def _branch_points(index: WalIndex, tli: int, segment_size: int) -> list[tuple[int, int]]:
-    """[(timeline, first segment number on it)], newest first, along tli's history."""
-    history = index.histories.get(tli)
-    points: list[tuple[int, int]] = []
-    begin = 0
-    for entry in history.entries if history else ():
-        points.append((entry.timeline, begin))
-        begin = entry.switch_lsn.value // segment_size
-    points.append((tli, begin))
-    return list(reversed(points))
-
-
 def compute(
     manifest: Manifest, index: WalIndex, *, requested_timeline: int | None = None
 ) -> Window:
+    """The window along the path ``timelines.resolve`` gives (``InputError`` if
+    ``requested_timeline`` does not descend from the backup). An ambiguous path
+    (``Window.conflict``) is walked up to its fork only: what both branches share."""
     size = manifest.wal_segment_size
-    tli = target_timeline(index, manifest.timeline, requested_timeline)
-    points = _branch_points(index, tli, size)
+    path = timelines.resolve(index, manifest.timeline, manifest.start_lsn, size, requested_timeline)
     start = manifest.start_lsn.value // size
     stop = (manifest.stop_lsn.value - 1) // size  # the stop LSN is an exclusive end
     first = WalSegment.from_lsn(manifest.timeline, manifest.start_lsn, size).name
-    last: ArchivedWal | None = None
-    last_tli = manifest.timeline
-    segno = start
-    while True:
-        seg_tli = next((t for t, begin in points if begin <= segno), manifest.timeline)
-        found = index.segments.get((seg_tli, segno))
-        if found is None:
-            break
-        last, last_tli = found, seg_tli
-        segno += 1
-    gap = WalSegment.from_number(seg_tli, segno, size).name if segno <= index.newest_segno else None
+    walked = timelines.walk(index, path, start, size)
+    segno, seg_tli = walked.next_segno, walked.next_timeline
+    last_tli, last_segno = walked.found[-1] if walked.found else (manifest.timeline, start)
+    last = index.segments[(last_tli, last_segno)] if walked.found else None
+    in_archive = segno <= index.newest_segno and not walked.stopped_at_fork
+    gap = WalSegment.from_number(seg_tli, segno, size).name if in_archive else None
     if last is None or segno <= stop:
         return Window(
             manifest.backup_id,
@@ -122,6 +94,7 @@ def compute(
             first,
             None,
             WalSegment.from_number(seg_tli, segno, size).name,
+            path=path,
         )
     return Window(
         backup_id=manifest.backup_id,
@@ -133,6 +106,7 @@ def compute(
         first_segment=first,
         last_segment=last.name,
         missing_segment=gap,
+        path=path,
     )
 
 
