@@ -304,7 +304,7 @@ def _missing_histories(index: WalIndex, listed: set[int], segment_size: int) -> 
 
 def _without(index: WalIndex, names: set[str]) -> WalIndex:
     kept = {k: w for k, w in index.segments.items() if w.name not in names}
-    return WalIndex(segments=kept, histories=index.histories, newest_segno=index.newest_segno)
+    return WalIndex(kept, index.histories, index.newest_segno, index.history_times)
 
 
 def _paths(manifest: Manifest, index: WalIndex) -> list[_Path]:

@@ -16,17 +16,24 @@ start LSN:
   at or after the point the path reached that timeline (for the backup's own
   timeline: at or after the backup's start), is a branch of this path; one
   that forked earlier is not on this backup's path at all;
-- a branch is followed only when the path it left stops at the fork (no
-  archived segment of the parent past the fork segment) and it is the only
-  branch there with WAL: a failover or an in-place incident restore, where
-  the old timeline ends and the new one carries on;
-- when two branches both continue after a fork, the path is ambiguous: a
-  restore refuses and names both (``Conflict``); ``--target-timeline N``
-  picks one (``resolve(..., requested=N)``).
+- a branch is followed only when it is the newest activity there: every
+  other way on (the parent past the fork segment, any other branch) was last
+  archived no later than the branch's history file. That is a failover (the
+  old primary stops, the new one carries on) or an in-place incident restore
+  (the damaged timeline's WAL past the target was all archived before the
+  restore promoted);
+- when two branches both continue after a fork (the parent, or another
+  branch, still archived after the branch began: a side copy archiving while
+  production goes on), the path is ambiguous: a restore refuses and names
+  both (``Conflict``); ``--target-timeline N`` picks one
+  (``resolve(..., requested=N)``). Where the archive does not say when a
+  history file was stored, any WAL of another way on past the fork counts as
+  continuing (the cautious reading).
 
 Restore then writes the chosen timeline number into
 ``recovery_target_timeline``, so PostgreSQL follows exactly this path.
-Pure: reads the WAL index only (segments per timeline, history files).
+Pure: reads the WAL index only (segments per timeline with their archive times,
+history files and when each was archived).
 Must not import storage, psycopg, commands or cli.
 """
 
@@ -34,21 +41,33 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from janua_backup.errors import InputError
 from janua_backup.pg.wal import Lsn, TimelineHistory, WalSegment
 
 
-class Archive(Protocol):
-    """What the archive holds (``window.WalIndex``): archived segments by
-    (timeline, segment number), and each timeline's history (timelines > 1)."""
+class Stamped(Protocol):
+    """An archived object, as far as the rule needs it: when the store took it."""
 
     @property
-    def segments(self) -> Mapping[tuple[int, int], object]: ...
+    def modified(self) -> datetime: ...
+
+
+class Archive(Protocol):
+    """What the archive holds (``window.WalIndex``): archived segments by
+    (timeline, segment number), each timeline's history (timelines > 1) and
+    when each history file was archived (its timeline's first sign of life)."""
+
+    @property
+    def segments(self) -> Mapping[tuple[int, int], Stamped]: ...
 
     @property
     def histories(self) -> Mapping[int, TimelineHistory]: ...
+
+    @property
+    def history_times(self) -> Mapping[int, datetime]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,13 +179,14 @@ def resolve(
         if not living:
             return TimelinePath(backup_timeline, tuple(switches))
         living.sort(key=lambda c: (c[1], c[0]))
-        tli, fork = living[0]
+        followed = _newest_activity(archive, current, living, segment_size)
+        if followed is not None:
+            switches.append(Switch(*followed))
+            current, begin = followed
+            continue
+        fork = living[0][1]
         fork_seg = fork.value // segment_size
         parent_newest = _newest(archive, current, fork_seg + 1)
-        if len(living) == 1 and parent_newest is None:
-            switches.append(Switch(tli, fork))
-            current, begin = tli, fork
-            continue
         branches = [
             Branch(c, f, _name(c, _newest(archive, c, f.value // segment_size), segment_size))
             for c, f in living
@@ -247,6 +267,49 @@ def _children(
         if fork >= begin and shared:
             found.append((tli, fork))
     return found
+
+
+def _newest_activity(
+    archive: Archive, parent: int, living: list[tuple[int, Lsn]], segment_size: int
+) -> tuple[int, Lsn] | None:
+    """The branch to follow from ``parent``, if one is the newest activity: it began
+    (its history file was archived) no earlier than every other way on (the parent
+    past this branch's fork segment, the other branches) was last archived."""
+    began = {tli: archive.history_times.get(tli) for tli, _ in living}
+    known = [(t, tli, fork) for (tli, fork) in living if (t := began[tli]) is not None]
+    if len(known) < len(living):
+        return _only_branch(archive, parent, living, segment_size)
+    _, tli, fork = max(known, key=lambda k: (k[0], k[1]))
+    start = began[tli]
+    assert start is not None
+    others = [(parent, fork.value // segment_size + 1)]
+    others += [(t, f.value // segment_size) for t, f in living if t != tli]
+    for other, from_segno in others:
+        last = _last_archived(archive, other, from_segno)
+        if last is not None and last > start:
+            return None
+    return tli, fork
+
+
+def _only_branch(
+    archive: Archive, parent: int, living: list[tuple[int, Lsn]], segment_size: int
+) -> tuple[int, Lsn] | None:
+    """Without archive times: follow a branch only if it is the one way on (the parent
+    has no segment past its fork segment)."""
+    if len(living) != 1:
+        return None
+    tli, fork = living[0]
+    if _newest(archive, parent, fork.value // segment_size + 1) is not None:
+        return None
+    return tli, fork
+
+
+def _last_archived(archive: Archive, tli: int, from_segno: int) -> datetime | None:
+    """When the newest-stored segment of ``tli`` at or after ``from_segno`` was archived."""
+    return max(
+        (w.modified for (t, n), w in archive.segments.items() if t == tli and n >= from_segno),
+        default=None,
+    )
 
 
 def _newest(archive: Archive, tli: int, from_segno: int) -> int | None:

@@ -9,7 +9,7 @@ info, restore and verify --repo share).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from janua_backup.pg.wal import Lsn, TimelineHistory, WalFileKind, WalSegment, classify
@@ -49,6 +49,7 @@ class WalIndex:
     segments: dict[tuple[int, int], ArchivedWal]  # (timeline, segment number) -> object
     histories: dict[int, TimelineHistory]  # timeline -> its history (timelines > 1)
     newest_segno: int
+    history_times: dict[int, datetime] = field(default_factory=dict)  # when each was archived
 
     @classmethod
     def build(
@@ -58,12 +59,16 @@ class WalIndex:
         segment_size: int,
     ) -> WalIndex:
         segments: dict[tuple[int, int], ArchivedWal] = {}
+        times: dict[int, datetime] = {}
         for wal in archived:
-            if classify(wal.name) is WalFileKind.SEGMENT:
+            kind = classify(wal.name)
+            if kind is WalFileKind.SEGMENT:
                 seg = WalSegment.parse(wal.name, segment_size)
                 segments[(seg.timeline, seg.number)] = wal
+            elif kind is WalFileKind.HISTORY:
+                times[int(wal.name.split(".")[0], 16)] = wal.modified
         newest = max((n for _, n in segments), default=-1)
-        return cls(segments=segments, histories=histories, newest_segno=newest)
+        return cls(segments, histories, newest, {t: times[t] for t in histories if t in times})
 
 
 def compute(

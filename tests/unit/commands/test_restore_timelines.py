@@ -4,6 +4,7 @@ because all three ask ``repository.timelines``."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,12 @@ def settings(tmp_path: Path) -> Settings:
     archive(repo, 2, 9)
     archive(repo, 4, 6, tli=2)
     history(repo, 2, parent=1, switch_seg=4)
+    # Production goes on archiving after the side copy promoted: its segments past the
+    # fork are stored after 00000002.history (what makes the two branches concurrent).
+    wal = tmp_path / "repo" / "wal"
+    promoted = (wal / "00000002.history").stat().st_mtime
+    for number in range(5, 10):
+        os.utime(wal / seg(number, 1), (promoted + number, promoted + number))
     return settings
 
 

@@ -3,7 +3,8 @@ a failover is followed, a side copy's branch never silently is."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -146,3 +147,50 @@ def test_two_new_timelines_from_one_stopped_parent_are_refused() -> None:
     message = path.conflict.message("A")
     assert "splits into 3 branches" in message
     assert "--target-timeline 1 or --target-timeline 3 or --target-timeline 2" in message
+
+
+def at(minute: int) -> datetime:
+    return T0 + timedelta(minutes=minute)
+
+
+def stamped(index: window.WalIndex, **history_minutes: int) -> window.WalIndex:
+    """``index`` with its history files archived at the given minutes (``tl2=20``)."""
+    times = {int(k[2:]): at(m) for k, m in history_minutes.items()}
+    return replace(index, history_times=times)
+
+
+def test_an_in_place_incident_restore_is_followed_its_damaged_tail_was_archived_before() -> None:
+    # Timeline 1 archived segments 2..9 (minutes 2..9, the last ones holding the damage);
+    # at minute 20 production was restored in place to a time in segment 4: timeline 2.
+    wal = [
+        *archived(1, 2, 9),
+        *[replace(w, modified=at(20 + i)) for i, w in enumerate(archived(2, 4, 8))],
+    ]
+    index = stamped(window.WalIndex.build(wal, {2: fork(1, 4)}, SEG), tl2=20)
+    path = resolve(index)
+    assert path.timelines == (1, 2) and path.conflict is None
+    assert window.compute(manifest(), index).last_segment == name(2, 8)
+
+
+def test_a_side_copy_archiving_while_production_goes_on_is_refused_with_times_known() -> None:
+    # The side copy promoted at minute 5 (timeline 2, forked in segment 4); production
+    # archived segments 5..9 at minutes 5..9: still going after the branch began.
+    index = stamped(side_copy_after_start(), tl2=5)
+    path = resolve(index)
+    assert path.conflict is not None
+    assert [b.timeline for b in path.conflict.branches] == [1, 2]
+
+
+def test_of_two_branches_the_newest_is_followed_when_the_other_had_ended() -> None:
+    # A first in-place restore (timeline 2, minute 20) was abandoned; a second one from the
+    # same backup (timeline 3, forked in segment 3, minute 40) is what runs now.
+    tl2 = [replace(w, modified=at(20 + i)) for i, w in enumerate(archived(2, 4, 6))]
+    tl3 = [replace(w, modified=at(40 + i)) for i, w in enumerate(archived(3, 3, 7))]
+    histories = {2: fork(1, 4), 3: fork(1, 3)}
+    index = window.WalIndex.build([*archived(1, 2, 9), *tl2, *tl3], histories, SEG)
+    path = resolve(stamped(index, tl2=20, tl3=40))
+    assert path.timelines == (1, 3) and path.conflict is None
+    # Had timeline 2 still archived after timeline 3 began, neither would be chosen.
+    late = replace(archived(2, 6, 6)[0], modified=at(50))
+    index = window.WalIndex.build([*archived(1, 2, 9), *tl2, late, *tl3], histories, SEG)
+    assert resolve(stamped(index, tl2=20, tl3=40)).conflict is not None
