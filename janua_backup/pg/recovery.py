@@ -59,11 +59,12 @@ _SETTING_LINE_RE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_.$]*)\s*(?:=|\s|$)")
 _TIME_RE = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2})"
     r"(?::([0-9]{2})(?:[.,]([0-9]{1,6}))?)?"
-    r"\s*([Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)?"
+    r"\s*(?:([Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)"
+    r"|((?i:UTC|GMT)|[A-Za-z][A-Za-z_-]*(?:/[A-Za-z0-9_+-]+)+))?"
 )
 _TIME_FORMS = (
     "use ISO 8601 with a date and a time, like 2026-11-25T21:43:00Z, "
-    "2026-11-25 21:43:00+02:00 or 2026-11-25 21:43:00.123456-05:30"
+    "2026-11-25 21:43:00+02:00, 2026-11-25 21:43:00 UTC or 2026-11-25 21:43:00 Europe/Paris"
 )
 
 
@@ -234,7 +235,7 @@ def write_recovery(pgdata: Path, settings_text: str, *, standby: bool) -> list[P
 
 
 def _zone(name: str) -> tzinfo:
-    if name.upper() == "UTC":
+    if name.upper() in ("UTC", "GMT", "Z"):
         return UTC
     try:
         return ZoneInfo(name)
@@ -281,15 +282,17 @@ def parse_target_time(text: str, *, timezone: str | None) -> datetime:
     """A person's target time as an aware UTC datetime.
 
     Accepts ISO 8601 / RFC 3339 (``T`` or a space between date and time,
-    ``Z`` or ``+hh:mm``/``+hhmm``/``+hh``). A time without an offset is read in
-    ``timezone`` (an IANA name, or UTC) and refused when none is given: the
-    server's zone is not ours to guess.
+    ``Z`` or ``+hh:mm``/``+hhmm``/``+hh``), and a zone name after the time
+    (``UTC``, ``GMT``, ``Europe/Paris``: what ``date`` and PostgreSQL print; not an
+    abbreviation like ``CET``, which does not say whether summer time applies).
+    A time without either is read in ``timezone`` (an IANA name, or UTC) and
+    refused when none is given: the server's zone is not ours to guess.
     """
     match = _TIME_RE.fullmatch(text.strip())
     if match is None:
         raise InputError(f"the target time '{text}' is not understood; {_TIME_FORMS}")
     year, month, day, hour, minute = (int(part) for part in match.group(1, 2, 3, 4, 5))
-    second, fraction, offset = int(match[6] or "0"), match[7] or "", match[8]
+    second, fraction, offset, named = int(match[6] or "0"), match[7] or "", match[8], match[9]
     try:
         naive = datetime(year, month, day, hour, minute, second, int(fraction.ljust(6, "0")))
         zone = _offset(offset) if offset else None
@@ -299,6 +302,8 @@ def parse_target_time(text: str, *, timezone: str | None) -> datetime:
         ) from exc
     if zone is not None:
         return naive.replace(tzinfo=zone).astimezone(UTC)
+    if named is not None:  # written in the text, it wins over --timezone as an offset does
+        return _localize(naive, text, named).astimezone(UTC)
     if timezone is None:
         raise InputError(
             f"the target time '{text}' has no time zone; add Z or an offset like +02:00, "

@@ -239,6 +239,38 @@ def test_parse_target_time_with_an_offset(text: str, expected: datetime) -> None
     assert parsed.tzinfo is UTC
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-12-04 13:32:36 UTC",
+        "2026-12-04 13:32:36UTC",
+        "2026-12-04 13:32:36 utc",
+        "2026-12-04 13:32:36 GMT",
+        "2026-12-04 13:32:36 Etc/UTC",
+        "2026-12-04 13:32:36Z",
+        "2026-12-04T13:32:36Z",
+        "2026-12-04 13:32:36+00",
+        "2026-12-04 13:32:36+00:00",
+        "2026-12-04 13:32:36 +0000",
+        "2026-12-04 14:32:36 Europe/Paris",
+        "2026-12-04 14:32:36+01",
+    ],
+)
+def test_parse_target_time_takes_every_spelling_of_utc_and_named_zones(text: str) -> None:
+    """What ``date -u``, PostgreSQL and people write all name the same instant; the
+    zone in the text wins over --timezone as an offset does."""
+    assert parse_target_time(text, timezone="Asia/Tokyo") == datetime(
+        2026, 12, 4, 13, 32, 36, tzinfo=UTC
+    )
+
+
+def test_parse_target_time_refuses_an_unknown_zone_name() -> None:
+    with pytest.raises(InputError, match="unknown time zone 'Mars/Olympus'"):
+        parse_target_time("2026-12-04 13:32:36 Mars/Olympus", timezone=None)
+    with pytest.raises(InputError, match="does not exist in Europe/Paris"):
+        parse_target_time("2026-03-29 02:30:00 Europe/Paris", timezone=None)
+
+
 def test_parse_target_time_in_a_named_zone() -> None:
     paris = parse_target_time("2026-07-14 12:00:00", timezone="Europe/Paris")
     assert paris == datetime(2026, 7, 14, 10, 0, tzinfo=UTC)
