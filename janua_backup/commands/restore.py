@@ -32,8 +32,9 @@ from janua_backup.config import Settings
 from janua_backup.confined import Tree
 from janua_backup.errors import ConfigError, InputError, JanuaError, RestoreError
 from janua_backup.localfs import atomic_write
-from janua_backup.pg import recovery
+from janua_backup.pg import recovery, start_command
 from janua_backup.pg.command_line import check_fits
+from janua_backup.pg.scratch import Owner
 from janua_backup.pg.wal import WalSegment
 from janua_backup.repository import catalog, marker, timelines, window
 from janua_backup.repository.manifest import ROOT_PATHS, Manifest
@@ -215,7 +216,8 @@ def execute(
         fetched.bytes_written,
         duration,
     )
-    return _result(plan, fetched, duration, files, request.pgdata)
+    start = _start_command(settings, manifest, request.pgdata)
+    return _result(plan, fetched, duration, files, start)
 
 
 def _result(
@@ -223,7 +225,7 @@ def _result(
     fetched: Fetched,
     duration: float,
     files: list[Path],
-    pgdata: Path,
+    start: str,
     comparison: restore_delta.Comparison | None = None,
     removed: int = 0,
 ) -> RestoreResult:
@@ -232,7 +234,7 @@ def _result(
         fetched.bytes_written,
         duration,
         [str(f) for f in files],
-        _start_command(pgdata),
+        start,
         fetched_files=fetched.files,
         fetched_bytes=fetched.bytes_written,
         reused_files=len(comparison.reused) if comparison else 0,
@@ -296,7 +298,8 @@ def _execute_delta(
         removed,
         duration,
     )
-    return _result(plan, fetched, duration, files, root, comparison, removed)
+    start = _start_command(settings, manifest, root)
+    return _result(plan, fetched, duration, files, start, comparison, removed)
 
 
 def _requested(request: RestoreRequest, manifest: Manifest) -> int | None:
@@ -503,9 +506,18 @@ def _clear_spool(root: Path, spool_dir: str | None) -> None:
             path.unlink(missing_ok=True)  # segments, temp files, the last request
 
 
-def _start_command(pgdata: Path) -> str:
-    prefix = "runuser -u postgres -- " if os.geteuid() == 0 else ""
-    return f"{prefix}pg_ctl -D {pgdata} start"
+def _start_command(settings: Settings, manifest: Manifest, pgdata: Path) -> str:
+    """What starts the restored cluster here (pg_ctlcluster on Debian's layout)."""
+    owner: str | None = None
+    with contextlib.suppress(OSError):
+        owner = Owner.of(pgdata).name
+    return start_command.start_command(
+        pgdata,
+        major=manifest.pg_version_num // 10000 if manifest.pg_version_num else None,
+        bindir=settings.postgres.bindir,
+        owner=owner,
+        as_root=os.geteuid() == 0,
+    )
 
 
 def _undo(root: Path, manifest: Manifest, relocate_to: Path | None, created: bool) -> None:
