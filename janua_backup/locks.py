@@ -190,7 +190,7 @@ def _parse_time(value: object) -> datetime:
 
 
 def _human(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")  # output.format.utc's form
 
 
 @dataclass(frozen=True, slots=True)

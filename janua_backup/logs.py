@@ -22,8 +22,9 @@ class JsonFormatter(logging.Formatter):
     so a log collector can read a job's outcome, duration and sizes without parsing text."""
 
     def format(self, record: logging.LogRecord) -> str:
+        _no_none(record)
         data: dict[str, object] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -36,12 +37,33 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """``2026-12-04 13:32:36Z INFO janua_backup.x: message``: UTC, the form every text
+    output uses (output.format.utc; not imported: humanize stays off wal-push's path)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+    def format(self, record: logging.LogRecord) -> str:
+        _no_none(record)
+        return super().format(record)
+
+
+def _no_none(record: logging.LogRecord) -> None:
+    """``key=None`` in a log line is Python leaking out: an unknown value reads ``-``."""
+    if isinstance(record.args, tuple) and None in record.args:
+        record.args = tuple("-" if arg is None else arg for arg in record.args)
+
+
 def setup(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("janua-backup: %(levelname)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

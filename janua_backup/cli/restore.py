@@ -114,7 +114,8 @@ def restore(
         archive=archive,
     )
     if request.target.time is not None and not as_json:
-        click.echo(f"target time resolves to {request.recovery_target.value} (UTC)", err=True)
+        when = output.format.utc(request.target.time, exact=True)
+        click.echo(f"target time resolves to {when}", err=True)
     settings = context().settings(backup={"jobs": jobs})
     command.require_config(settings)
     choice, plan = command.prepare(settings, request)

@@ -24,6 +24,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from janua_backup.commands import restore_delta
@@ -373,10 +374,17 @@ def _tablespace_map(manifest: Manifest, relocate_to: Path | None) -> str:
 
 def describe_target(target: Target) -> str:
     if target.kind == "time" and target.time is not None:
-        return f"time {recovery.format_pg_time(target.time)}"
+        return f"time {_human_time(target.time)}"
     if target.kind in ("latest", "immediate"):
         return {"latest": "end of the archive", "immediate": "consistency (immediate)"}[target.kind]
     return f"{target.kind} {target.text or target.lsn}"
+
+
+def _human_time(moment: datetime) -> str:
+    """output.format.utc(exact=True)'s form (commands do not import output): a person reads
+    ``2026-12-04 13:32:36Z``, with the microseconds a recovery target may carry."""
+    u = moment.astimezone(UTC)
+    return u.strftime("%Y-%m-%d %H:%M:%S.%fZ" if u.microsecond else "%Y-%m-%d %H:%M:%SZ")
 
 
 def _create_root(pgdata: Path) -> bool:

@@ -8,21 +8,22 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from datetime import datetime
 from typing import Any
 
 from janua_backup.commands.backup import BackupResult
 from janua_backup.commands.info import InfoResult
 from janua_backup.commands.restore import RestorePlan, RestoreResult
-from janua_backup.output.format import age, emit_json, size, utc
+from janua_backup.output.format import age, emit_json, rfc3339, size, utc
 from janua_backup.repository.drills import DrillReport
 from janua_backup.repository.window import Window
 
 
 def window_json(w: Window) -> dict[str, Any]:
     return {
-        "earliest_time": w.earliest_time.isoformat(),
+        "earliest_time": rfc3339(w.earliest_time),
         "earliest_lsn": str(w.earliest_lsn),
-        "latest_time": w.latest_time.isoformat() if w.latest_time else None,
+        "latest_time": rfc3339(w.latest_time),
         "latest_lsn": str(w.latest_lsn) if w.latest_lsn else None,
         "timeline": w.timeline,
         "restorable": w.restorable,
@@ -67,7 +68,7 @@ def drill_json(report: DrillReport | None) -> dict[str, Any] | None:
     return {
         "drill_id": report.drill_id,
         "passed": report.passed,
-        "finished": report.finished.isoformat(),
+        "finished": rfc3339(report.finished),
         "total_s": report.total_s,
         "rpo_s": report.rpo_s,
         "summary": report.summary,
@@ -90,8 +91,8 @@ def backup(result: BackupResult, as_json: bool) -> None:
                 "backup_id": m.backup_id,
                 "start_lsn": str(m.start_lsn),
                 "stop_lsn": str(m.stop_lsn),
-                "start_time": m.start_time.isoformat(),
-                "stop_time": m.stop_time.isoformat(),
+                "start_time": rfc3339(m.start_time),
+                "stop_time": rfc3339(m.stop_time),
                 "timeline": m.timeline,
                 "size_bytes": m.original_size_bytes,
                 "stored_bytes": m.stored_size_bytes,
@@ -202,7 +203,8 @@ def plan(p: RestorePlan, as_json: bool) -> None:
         return  # the result carries the plan
     out = sys.stderr
     print("restore plan:", file=out)
-    print(f"  backup      {p.backup_id} (consistent at {p.backup_stop_time})", file=out)
+    stop = utc(datetime.fromisoformat(p.backup_stop_time))
+    print(f"  backup      {p.backup_id} (consistent at {stop})", file=out)
     if p.depends_on:
         print(f"  type        incremental on top of {p.depends_on}", file=out)
     print(f"  target      {p.target}", file=out)

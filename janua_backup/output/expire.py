@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from janua_backup.commands.expire import ExpireResult
-from janua_backup.output.format import emit_json, size, utc
+from janua_backup.output.format import emit_json, rfc3339, size, utc
 
 
 def render(result: ExpireResult, as_json: bool) -> None:
@@ -46,12 +46,12 @@ def to_json(result: ExpireResult) -> dict[str, Any]:
     return {
         "repository": result.repository,
         "dry_run": result.dry_run,
-        "window_start": result.window_start.isoformat(),
+        "window_start": rfc3339(result.window_start),
         "kept": [{"backup_id": k.backup_id, "reason": k.reason} for k in result.kept],
         "expired": [
             {
                 "backup_id": b.backup_id,
-                "stop_time": b.stop_time.isoformat(),
+                "stop_time": rfc3339(b.stop_time),
                 "stored_bytes": b.stored_bytes,
                 "objects": b.objects,
             }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from janua_backup.commands.verify_repo import RepoVerifyResult
-from janua_backup.output.format import emit_json, size, utc
+from janua_backup.output.format import emit_json, rfc3339, size, utc
 from janua_backup.repository.integrity import BackupCheck
 
 
@@ -70,14 +70,12 @@ def to_json(result: RepoVerifyResult) -> dict[str, Any]:
             {
                 "backup_id": b.backup_id,
                 "timeline": b.timeline,
-                "stop_time": b.stop_time.isoformat(),
+                "stop_time": rfc3339(b.stop_time),
                 "objects_checked": b.objects_checked,
                 "objects_failed": b.objects_failed,
                 "bytes_read": b.bytes_read,
                 "restorable": b.restorable,
-                "restorable_to_time": (
-                    b.restorable_to_time.isoformat() if b.restorable_to_time else None
-                ),
+                "restorable_to_time": rfc3339(b.restorable_to_time),
                 "restorable_to_lsn": str(b.restorable_to_lsn) if b.restorable_to_lsn else None,
                 "restorable_to_timeline": b.restorable_to_timeline,
                 "timeline_path": b.timeline_path,

@@ -157,9 +157,9 @@ def test_held_lock_refuses_then_release_lets_the_next_in(storage: Storage, clock
     assert type(refused.value) is LockHeld
     assert str(refused.value) == (
         f"another expire of this cluster is running on {first.record.host} "
-        f"(pid {os.getpid()}, since 2026-03-01 12:00:00 UTC, lock held until "
-        "2026-03-01 12:10:00 UTC); wait for it or, if that process is gone, "
-        "retry after 2026-03-01 12:10:00 UTC"
+        f"(pid {os.getpid()}, since 2026-03-01 12:00:00Z, lock held until "
+        "2026-03-01 12:10:00Z); wait for it or, if that process is gone, "
+        "retry after 2026-03-01 12:10:00Z"
     )
     first.release()
     first.release()  # idempotent
