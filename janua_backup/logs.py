@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 # What every LogRecord carries; anything else on a record came from ``extra={...}``.
@@ -58,8 +60,30 @@ def _no_none(record: logging.LogRecord) -> None:
         record.args = tuple("-" if arg is None else arg for arg in record.args)
 
 
+# A progress line being redrawn on stderr (output.progress) and the log handler
+# write under this lock; the handler clears the line first, so a record never
+# lands glued onto it.
+OUTPUT_LOCK = threading.RLock()
+_clear_status: Callable[[], None] | None = None
+
+
+def set_status_line(clear: Callable[[], None] | None) -> None:
+    """Register (or, with None, forget) what erases the progress line before a record."""
+    global _clear_status
+    with OUTPUT_LOCK:
+        _clear_status = clear
+
+
+class StatusAwareHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    def emit(self, record: logging.LogRecord) -> None:
+        with OUTPUT_LOCK:
+            if _clear_status is not None:
+                _clear_status()
+            super().emit(record)
+
+
 def setup(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StatusAwareHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

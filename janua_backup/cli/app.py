@@ -32,6 +32,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Context:
     config_path: str | None
     overrides: dict[str, dict[str, object]] = field(default_factory=dict)
+    quiet: bool = False  # --quiet: nothing on stderr either on success (plan, progress)
     _settings: Settings | None = None
 
     def settings(self, **more: dict[str, object]) -> Settings:
@@ -144,6 +145,7 @@ def cli(
             "s3": {"endpoint": s3_endpoint, "region": s3_region},
             "postgres": {"pgdata": global_pgdata, "dsn": dsn},
         },
+        quiet=quiet,
     )
 
 

@@ -46,8 +46,10 @@ def backup(
     settings = config.with_compression(
         context().settings(backup={"jobs": jobs}), compression, level
     )
-    meter = output.ProgressMeter(0, "backup")
-    result = command.run(settings, progress=meter, keep=keep, backup_type=backup_type)
+    meter = output.ProgressMeter(0, "backup", quiet=context().quiet)
+    result = command.run(
+        settings, progress=meter, keep=keep, backup_type=backup_type, expect=meter.expect
+    )
     meter.close()
     output.backup(result, as_json)
 

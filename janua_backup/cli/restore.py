@@ -113,14 +113,16 @@ def restore(
         archive_mode=archive_mode,
         archive=archive,
     )
-    if request.target.time is not None and not as_json:
+    quiet = context().quiet
+    if request.target.time is not None and not as_json and not quiet:
         when = output.format.utc(request.target.time, exact=True)
         click.echo(f"target time resolves to {when}", err=True)
     settings = context().settings(backup={"jobs": jobs})
     command.require_config(settings)
     choice, plan = command.prepare(settings, request)
-    output.plan(plan, as_json)
-    meter = output.ProgressMeter(plan.fetch_bytes, "restore")
+    if not quiet:
+        output.plan(plan, as_json)
+    meter = output.ProgressMeter(plan.fetch_bytes, "restore", quiet=quiet)
     result = command.execute(settings, request, choice, plan, progress=meter)
     meter.close()
     output.restore(result, as_json)

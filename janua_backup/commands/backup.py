@@ -104,15 +104,19 @@ def run(
     cancel: threading.Event | None = None,
     keep: bool = False,
     backup_type: str = "full",
+    expect: Callable[[int], None] | None = None,
 ) -> BackupResult:
     """A full or incremental (``backup_type="incr"``) backup under the cluster lock;
     ``cancel`` abandons it cleanly (the daemon's SIGTERM): nothing is committed and
-    what was written is removed."""
+    what was written is removed. ``expect`` learns how many bytes ``progress`` will
+    count, once the files are listed (a meter's total, %, ETA)."""
     if backup_type not in BACKUP_TYPES:
         raise InputError(f"backup type {backup_type!r} is not one of {', '.join(BACKUP_TYPES)}")
     repo = open_repo(settings, quick_start=True)
     with locks.hold(repo.storage, LOCK_NAME, purpose="backup") as lock:
-        result = _run(settings, repo, _guard(progress, lock, cancel), lock, backup_type)
+        result = _run(
+            settings, repo, _guard(progress, lock, cancel), lock, backup_type, expect or _nothing
+        )
     if keep:
         pins.pin(repo, result.manifest.backup_id, "backup --keep")
     return BackupResult(
@@ -135,12 +139,17 @@ def _guard(
     return tick
 
 
+def _nothing(size_bytes: int) -> None:
+    """No meter to tell the total to (the daemon)."""
+
+
 def _run(
     settings: Settings,
     repo: Repo,
     progress: Callable[[int], None],
     lock: locks.LockHandle,
     backup_type: str,
+    expect: Callable[[int], None],
 ) -> BackupResult:
     started = time.monotonic()
     with pgconn.connect(settings.postgres.dsn) as conn:
@@ -165,11 +174,13 @@ def _run(
             sources = _sources(pgdata)
             to_store = [s for s in sources if s.entry.kind == "file" and s.entry.path != CONTROL]
             control_file = [s for s in sources if s.entry.path == CONTROL]
+            expect(sum(s.entry.size_bytes for s in [*to_store, *control_file]))
             reuse = transfer.Reuse(to_store, [], [])
             if parent is not None:
                 reuse = transfer.reuse_unchanged(
                     repo, parent, to_store, jobs=jobs(settings), progress=progress
                 )
+                expect(sum(s.entry.size_bytes for s in reuse.upload))  # read, then stored
             files, objects = transfer.upload(
                 repo,
                 backup_id,

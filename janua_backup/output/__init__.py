@@ -6,8 +6,6 @@ Only this module turns results into text; commands return dataclasses.
 from __future__ import annotations
 
 import sys
-import threading
-import time
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +13,7 @@ from janua_backup.commands.backup import BackupResult
 from janua_backup.commands.info import InfoResult
 from janua_backup.commands.restore import RestorePlan, RestoreResult
 from janua_backup.output.format import age, emit_json, rfc3339, size, utc
+from janua_backup.output.progress import ProgressMeter as ProgressMeter
 from janua_backup.repository.drills import DrillReport
 from janua_backup.repository.window import Window
 
@@ -264,40 +263,3 @@ def restore(result: RestoreResult, as_json: bool) -> None:
         print(f"  wrote {path}")
     print(f"PostgreSQL will replay WAL to the {p.target} when started:")
     print(f"  {result.start_command}")
-
-
-class ProgressMeter:
-    """Bytes, rate and ETA on a terminal; silent under cron and in the daemon."""
-
-    def __init__(self, total_bytes: int, label: str) -> None:
-        self.total = total_bytes
-        self.label = label
-        self.done = 0
-        self._lock = threading.Lock()
-        self._start = time.monotonic()
-        self._last = 0.0
-        self.enabled = sys.stderr.isatty()
-
-    def __call__(self, n: int) -> None:
-        if not self.enabled:
-            return
-        with self._lock:
-            self.done += n
-            now = time.monotonic()
-            if now - self._last < 0.5 and self.done < self.total:
-                return
-            self._last = now
-            rate = self.done / max(now - self._start, 1e-6)
-            eta = (self.total - self.done) / rate if rate and self.total > self.done else 0
-            if self.total:
-                text = (
-                    f"{size(self.done)} / {size(self.total)} ({size(int(rate))}/s, ETA {eta:.0f}s)"
-                )
-            else:  # a backup does not know its size up front
-                text = f"{size(self.done)} ({size(int(rate))}/s)"
-            sys.stderr.write(f"\r{self.label}: {text}   ")
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled and self.done:
-            sys.stderr.write("\n")
