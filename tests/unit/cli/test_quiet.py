@@ -1,0 +1,89 @@
+"""``--quiet`` prints nothing on success, for every verb that can succeed without a
+server: results (stdout), the restore plan, the resolved target time and the progress
+line (stderr) all stay silent; an error still prints its one line and exit code."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from janua_backup.cli import cli
+from janua_backup.commands.common import open_repo
+from janua_backup.config import RepoSettings, Settings
+from janua_backup.repository import catalog, marker
+from janua_backup.repository.manifest import FileEntry, Manifest
+from janua_backup.repository.objects import Repo
+from tests.unit.repository.test_integrity import MIB, archive, store_backup
+
+OLD, NEW = "20261125T120000Z", "20261125T130000Z"
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A file:// repository with two backups and their WAL, and a config naming it."""
+    (tmp_path / "repo").mkdir()
+    url = f"file://{tmp_path / 'repo'}"
+    repo = open_repo(Settings(repository=RepoSettings(url=url)))
+    marker.ensure(repo, system_identifier=42, wal_segment_size=MIB, pg_major=15)
+    real_commit = catalog.commit
+
+    def with_dirs(repo: Repo, m: Manifest) -> None:  # the helper's backup lacks two dirs
+        dirs = (_dir("global"), _dir("base/5"))
+        real_commit(repo, replace(m, files=(*dirs, *m.files)))
+
+    monkeypatch.setattr(catalog, "commit", with_dirs)
+    store_backup(repo, OLD, start_seg=2, stop_seg=2)
+    store_backup(repo, NEW, start_seg=4, stop_seg=4)
+    monkeypatch.undo()
+    archive(repo, 2, 6)
+    path = tmp_path / "janua.toml"
+    path.write_text(f'[repository]\nurl = "{url}"\n')
+    return path
+
+
+def _dir(path: str) -> FileEntry:
+    return FileEntry(path=path, kind="dir", mode=0o700, mtime_ns=1, uid=1, gid=1)
+
+
+def run(config: Path, *args: str) -> Any:
+    env = {"JANUA_BACKUP_CONFIG": "", "JANUA_BACKUP_REPO": ""}
+    return CliRunner().invoke(cli, ["--config", str(config), *args], env=env)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["list"],
+        ["info"],
+        ["info", NEW],
+        ["pin", OLD, "--reason", "audit"],
+        ["unpin", OLD],
+        ["expire", "--dry-run"],
+        ["expire"],
+        ["verify", "--repo"],
+        ["restore", "--backup-id", NEW, "--target", "immediate"],
+        ["restore", "--target-time", "2026-11-25 13:00:00 UTC", "--backup-id", OLD],
+    ],
+)
+def test_quiet_prints_nothing_on_success(config: Path, tmp_path: Path, args: list[str]) -> None:
+    if args[0] == "restore":
+        args = [*args, "--pgdata", str(tmp_path / "restored")]
+    loud = run(config, *args)
+    assert loud.exit_code == 0, loud.output
+    assert loud.output  # the verb does say something without --quiet
+    if args[0] == "restore":
+        args[-1] = str(tmp_path / "restored-quietly")
+    done = run(config, "--quiet", *args)
+    assert done.exit_code == 0, done.output
+    assert done.stdout == "" and done.stderr == ""
+
+
+def test_quiet_still_reports_an_error(config: Path) -> None:
+    done = run(config, "--quiet", "info", "20990101T000000Z")
+    assert done.exit_code != 0
+    assert done.stdout == ""
+    assert done.stderr.startswith("janua-backup: error: ")
