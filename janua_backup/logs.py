@@ -33,7 +33,7 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and key not in data:
-                data[key] = value
+                data[key] = _json_value(value)
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
         return json.dumps(data, default=str)
@@ -55,9 +55,24 @@ class TextFormatter(logging.Formatter):
 
 
 def _no_none(record: logging.LogRecord) -> None:
-    """``key=None`` in a log line is Python leaking out: an unknown value reads ``-``."""
-    if isinstance(record.args, tuple) and None in record.args:
-        record.args = tuple("-" if arg is None else arg for arg in record.args)
+    """``key=None`` in a log line is Python leaking out: an unknown value reads ``-``;
+    a datetime argument reads as every text output writes times (UTC, ``Z``)."""
+    if isinstance(record.args, tuple):
+        record.args = tuple(_plain(arg) for arg in record.args)
+
+
+def _plain(arg: object) -> object:
+    if arg is None:
+        return "-"
+    if isinstance(arg, datetime):
+        return arg.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return arg
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, datetime):  # RFC 3339, as the JSON outputs
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return value
 
 
 # A progress line being redrawn on stderr (output.progress) and the log handler

@@ -374,13 +374,13 @@ def _tablespace_map(manifest: Manifest, relocate_to: Path | None) -> str:
 
 def describe_target(target: Target) -> str:
     if target.kind == "time" and target.time is not None:
-        return f"time {_human_time(target.time)}"
+        return f"time {human_time(target.time)}"
     if target.kind in ("latest", "immediate"):
         return {"latest": "end of the archive", "immediate": "consistency (immediate)"}[target.kind]
     return f"{target.kind} {target.text or target.lsn}"
 
 
-def _human_time(moment: datetime) -> str:
+def human_time(moment: datetime) -> str:
     """output.format.utc(exact=True)'s form (commands do not import output): a person reads
     ``2026-12-04 13:32:36Z``, with the microseconds a recovery target may carry."""
     u = moment.astimezone(UTC)

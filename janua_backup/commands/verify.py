@@ -239,7 +239,7 @@ def _continuity(choice: Choice) -> DrillCheck:
 
     def check() -> str:
         if w.missing_segment:
-            until = w.latest_time.isoformat() if w.latest_time else "its consistency point"
+            until = restore.human_time(w.latest_time) if w.latest_time else "its consistency point"
             raise drill_checks.CheckFailure(
                 f"WAL {w.missing_segment} is missing from the archive: backup "
                 f"{w.backup_id} can be restored only up to {until}; later WAL is unreachable"

@@ -106,8 +106,8 @@ def _catch_up(
     log.info(
         "job %s was due at %s and has not run since: running it now",
         name,
-        missed.isoformat(),
-        extra={"job": name, "missed": missed.isoformat()},
+        missed,
+        extra={"job": name, "missed": missed},
     )
     return True
 
@@ -176,11 +176,11 @@ class Daemon:
                     "scheduled job=%s schedule=%r next_run=%s",
                     job.id,
                     self._exprs[job.id],
-                    job.next_run_time.isoformat(),
+                    job.next_run_time,
                     extra={
                         "job": job.id,
                         "schedule": self._exprs[job.id],
-                        "next_run": job.next_run_time.isoformat(),
+                        "next_run": job.next_run_time,
                     },
                 )
 
@@ -240,7 +240,7 @@ class Daemon:
             log.warning(
                 "job skipped job=%s: it was due at %s, more than schedule.misfire_grace_s ago",
                 event.job_id,
-                event.scheduled_run_time.isoformat(),
+                event.scheduled_run_time,
                 extra={"job": event.job_id, "event": "missed"},
             )
 

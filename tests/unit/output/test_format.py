@@ -60,3 +60,21 @@ def test_json_log_lines_carry_rfc3339_and_no_python_none() -> None:
     data = json.loads(_logged("json", "wal-push name=%s host=%s", "0001", None))
     assert data["time"] == "2026-12-04T13:32:36Z"
     assert data["message"] == "wal-push name=0001 host=-"
+
+
+def test_a_datetime_in_a_log_line_reads_as_every_output_writes_times() -> None:
+    paris = datetime(2026, 12, 4, 14, 32, 36, 7, tzinfo=PARIS)
+    line = _logged("text", "job backup was due at %s", paris)
+    assert line.endswith("INFO janua_backup.x: job backup was due at 2026-12-04 13:32:36Z\n")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.JsonFormatter())
+    logger = logging.getLogger("janua_backup.test_format")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("missed %s", paris, extra={"missed": paris})
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+    assert json.loads(stream.getvalue())["missed"] == "2026-12-04T13:32:36.000007Z"
