@@ -84,24 +84,23 @@ def backup(
     """This node's turn: skipped when its role is not the policy's ``backup.from``
     (asked now: a failover changes it) or when another node took the turn's backup.
     ``cancel`` is the daemon's stop: the backup is abandoned, nothing committed."""
+    fired = due()
     role = stats.role(settings.postgres.dsn)
     status.metrics.set_role(role)
+    turn = {"due": fired.isoformat(), "role": role, "from": rules.from_}
     why = turns.skip_reason(rules.from_, role)
     if why is not None:
-        return Outcome(True, why, {"role": role, "from": rules.from_}, skipped=True)
-    fired = due()
+        return Outcome(True, why, turn, skipped=True)
     result = backup_command.run_turn(settings, fired, cancel=cancel, backup_type=rules.type)
     if isinstance(result, Manifest):
         status.metrics.backup_taken(_last_backup(result))
         return Outcome(
             True,
             f"backup {result.backup_id} from {result.host} started at "
-            f"{result.start_time.isoformat()}, after this turn fell due at "
-            f"{fired.isoformat()}: it is this turn's backup",
-            {"role": role, "from": rules.from_, "taken_by": result.host,
-             "backup_id": result.backup_id},
+            f"{result.start_time.isoformat()}, after this turn fell due: it is this turn's backup",
+            {**turn, "taken_by": result.host, "backup_id": result.backup_id},
             skipped=True,
-        )  # fmt: skip
+        )
     status.size_changed()
     status.read_archiver()  # the backup just had WAL archived: show it now, not in 30 s
     m = result.manifest
@@ -122,6 +121,7 @@ def backup(
             "size_bytes": m.original_size_bytes,
             "stored_bytes": m.stored_size_bytes,
             "files": len(m.files),
+            **turn,
         },
         finished=m.stop_time,
     )
