@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -121,3 +122,49 @@ def test_one_backup_per_turn_from_the_primary_and_the_new_primary_after_a_failov
     assert metrics['janua_backup_job_failures_total{task="backup"}'] == 0
     on_standby.proc.send_signal(signal.SIGTERM)
     assert on_standby.proc.wait(timeout=60) == 0, on_standby.log.path.read_text()
+
+
+def test_when_two_nodes_are_eligible_the_lock_decides_and_the_loser_takes_no_second_backup(
+    s3_server: Any,
+    s3_bucket: str,
+    pg_factory: Any,
+    janua_exe: Path,
+    daemon_env: dict[str, str],
+    stopper: list[subprocess.Popen[bytes]],
+) -> None:
+    """``from = "any"``: two daemons whose servers can both back up fire at the same time.
+
+    Both run beside the primary (until standbys back up, the one node that can): the
+    race is the one two eligible nodes run, on the real repository lock. Each turn has
+    one backup; the other daemon waited for the lock, found it and skipped, naming it.
+    """
+    spec = s3_spec(s3_server, s3_bucket)
+    primary, _ = two_nodes(pg_factory, janua_exe, spec)
+    policy = primary.config.parent / "policy.toml"
+    policy.write_text(POLICY.replace('from = "primary"', 'from = "any"'))
+    first = start_daemon(janua_exe, primary, policy, daemon_env, stopper)
+    second = start_daemon(
+        janua_exe, replace(primary, name="primary-again"), policy, daemon_env, stopper
+    )
+
+    def both_turns(daemon: Daemon) -> dict[str, dict[str, Any]]:
+        return {line["due"]: line for line in daemon.log.matching(r"^job done job=backup")}
+
+    def two_shared_turns() -> list[str] | None:
+        shared = sorted(set(both_turns(first)) & set(both_turns(second)))
+        return shared if len(shared) >= 2 else None
+
+    shared = wait_for("two turns run by both daemons", two_shared_turns, first.proc)
+    for due in shared:
+        lines = [both_turns(first)[due], both_turns(second)[due]]
+        assert sorted(line["outcome"] for line in lines) == ["ok", "skipped"], lines
+        (won,) = [line for line in lines if line["outcome"] == "ok"]
+        (lost,) = [line for line in lines if line["outcome"] == "skipped"]
+        assert lost["backup_id"] == won["backup_id"] and lost["role"] == "primary"
+        assert "it is this turn's backup" in lost["summary"]
+    listing = janua.run_json(janua_exe, primary.config, "list")
+    assert_one_backup_per_turn(listing)
+    for daemon in (first, second):
+        assert scrape(daemon.metrics_port)['janua_backup_job_failures_total{task="backup"}'] == 0
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.proc.wait(timeout=60) == 0, daemon.log.path.read_text()
