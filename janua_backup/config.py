@@ -151,6 +151,10 @@ class PostgresSettings:
     pgdata: str | None = None
     dsn: str | None = field(default=None, repr=False)
     bindir: str | None = None
+    # A backup from a standby asks the primary for pg_switch_wal() here, so that its stop
+    # segment is archived at once; without it the backup waits for the primary's
+    # archive_timeout (or enough writes) to close that segment.
+    primary_dsn: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +258,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "JANUA_BACKUP_PASSPHRASE": ("encryption", "passphrase"),
     "PGDATA": ("postgres", "pgdata"),
     "JANUA_BACKUP_DSN": ("postgres", "dsn"),
+    "JANUA_BACKUP_PRIMARY_DSN": ("postgres", "primary_dsn"),
     "JANUA_BACKUP_PG_BINDIR": ("postgres", "bindir"),
     "JANUA_BACKUP_JOBS": ("backup", "jobs"),
     "JANUA_BACKUP_ARCHIVE_ASYNC": ("wal", "archive_async"),
@@ -302,9 +307,10 @@ def _secrets_in(values: Mapping[str, Mapping[str, object]]) -> list[str]:
         for section, key in sorted(SECRET_KEYS)
         if values.get(section, {}).get(key) not in (None, "")
     ]
-    dsn = values.get("postgres", {}).get("dsn")
-    if isinstance(dsn, str) and _DSN_PASSWORD.search(dsn):
-        found.append("postgres.dsn (with a password)")
+    for key in ("dsn", "primary_dsn"):
+        dsn = values.get("postgres", {}).get(key)
+        if isinstance(dsn, str) and _DSN_PASSWORD.search(dsn):
+            found.append(f"postgres.{key} (with a password)")
     return found
 
 

@@ -13,6 +13,17 @@ Order matters and is the safety argument:
 6. commit the manifest, last. Any failure before 6 leaves no listed backup,
    and the objects already written are removed.
 
+From a hot standby (``pg_is_in_recovery()``, PostgreSQL 15+) the same steps
+copy the standby's files, with PostgreSQL's rules for it: ``global/pg_control``
+is read after every other file (recovery of a standby's backup ends at the
+minimum recovery point of the pg_control it restores, which must cover every
+page copied before it), and ``pg_backup_stop`` switches no segment, so the
+segment holding the stop point is complete only once the primary leaves it:
+with ``[postgres] primary_dsn`` janua asks the primary for ``pg_switch_wal()``,
+else it waits for the primary's archive_timeout or more writes. Either node may
+archive that segment (the primary, or the standby with ``archive_mode =
+always``); the manifest records ``source = standby`` and the host.
+
 Incremental (``backup_type="incr"``): the parent is the newest committed backup
 of any type, as pgBackRest does, provided it is of this cluster, this major
 version and this encryption; else (or when there is none) a full backup is
@@ -38,6 +49,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from janua_backup import locks
+from janua_backup.commands import backup_standby
 from janua_backup.commands.common import jobs, open_repo
 from janua_backup.config import Settings
 from janua_backup.errors import (
@@ -58,12 +70,14 @@ from janua_backup.repository.objects import Repo
 from janua_backup.repository.transfer import Progress, SourceFile
 
 log = logging.getLogger(__name__)
+CONTROL = datadir.CONTROL_FILE  # read after every other file (see the module docstring)
 
 LOCK_NAME = "cluster"  # backup and expire of one cluster exclude each other
 BACKUP_TYPES = ("full", "incr")
 ARCHIVE_POLL_FIRST_S = 0.05  # a segment push takes a few tenths of a second: look often
 ARCHIVE_POLL_MAX_S = 0.5  # then less often (each look is one HEAD request)
 LOCK_POLL_S = 2.0  # a daemon waiting for another node's backup: one listing every 2 s
+STANDBY_MIN_VERSION = 150000  # non-exclusive backups in recovery: tested on 15 and later
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +225,8 @@ def _run(
             begin = session.start(f"janua-backup {backup_id}")
             copying = time.monotonic()
             sources = _sources(pgdata)
-            to_store = [s for s in sources if s.entry.kind == "file"]
+            to_store = [s for s in sources if s.entry.kind == "file" and s.entry.path != CONTROL]
+            control_file = [s for s in sources if s.entry.path == CONTROL]
             reuse = transfer.Reuse(to_store, [], [])
             if parent is not None:
                 reuse = transfer.reuse_unchanged(
@@ -226,11 +241,18 @@ def _run(
                 bundle_size=settings.backup.bundle_size_bytes,
                 part_size=settings.backup.part_size_bytes,
                 progress=progress,
+                last=control_file,
             )
             progress(0)  # a cancel or a lost lock before the stop is still clean
             copied = time.monotonic()
             stop = session.stop(wait_for_archive=False, timeout_s=settings.backup.archive_timeout_s)
-            _wait_archived(repo, stop, facts.wal_segment_size, settings.backup.archive_timeout_s)
+            if facts.in_recovery:
+                stop = backup_standby.stop_point(conn, stop)
+                backup_standby.close_stop_segment(settings, facts, stop)
+            _wait_archived(
+                repo, stop, facts.wal_segment_size, settings.backup.archive_timeout_s,
+                standby=facts.in_recovery,
+            )  # fmt: skip
             archived = time.monotonic()
         except OSError as exc:
             # A read error in PGDATA (EIO, a file turned unreadable): one sentence.
@@ -266,6 +288,7 @@ def _run(
         objects=(*objects, *reuse.objects),
         host=socket.gethostname(),
         depends_on=parent.backup_id if parent is not None else None,
+        extra={"source": "standby" if facts.in_recovery else "primary"},
     )
     manifest = replace(manifest, format_version=required_format(manifest))
     try:
@@ -276,10 +299,11 @@ def _run(
     catalog.commit(repo, manifest)
     duration = time.monotonic() - started
     log.info(
-        "backup done backup_id=%s type=%s depends_on=%s size=%d stored=%d referenced=%d "
-        "duration_s=%.1f start_s=%.1f copy_s=%.1f stop_s=%.1f",
+        "backup done backup_id=%s type=%s source=%s depends_on=%s size=%d stored=%d "
+        "referenced=%d duration_s=%.1f start_s=%.1f copy_s=%.1f stop_s=%.1f",
         backup_id,
         manifest.backup_type,
+        manifest.source,
         manifest.depends_on,
         manifest.original_size_bytes,
         manifest.stored_size_bytes,
@@ -325,16 +349,19 @@ def _parent(repo: Repo, facts: pgconn.ServerFacts) -> tuple[Manifest | None, str
 
 
 def _check_server(facts: pgconn.ServerFacts, settings: Settings) -> None:
-    if facts.archive_mode == "off":
+    # A standby's own archive_mode may be off: the primary archives (its archive_mode
+    # is checked when primary_dsn reaches it; else the wait for the stop segment tells).
+    if facts.archive_mode == "off" and not facts.in_recovery:
         raise BackupError(
             "archive_mode is off, so the WAL that makes a backup consistent is never "
             "archived; set archive_mode = on and archive_command = "
             f"'janua-backup --config {settings.config_path or 'FILE'} wal-push %p', "
             "then restart PostgreSQL"
         )
-    if facts.in_recovery:
+    if facts.in_recovery and facts.version_num < STANDBY_MIN_VERSION:
         raise BackupError(
-            "backups from a standby are not supported yet; run backup against the primary"
+            f"backups from a standby need PostgreSQL 15 or later (this is {facts.major}); "
+            "run backup against the primary"
         )
 
 
@@ -374,17 +401,27 @@ def _sources(pgdata: Path) -> list[SourceFile]:
     return result
 
 
-def _wait_archived(repo: Repo, stop: BackupStop, segment_size: int, timeout_s: float) -> None:
+def _wait_archived(
+    repo: Repo, stop: BackupStop, segment_size: int, timeout_s: float, *, standby: bool = False
+) -> None:
     # The stop LSN is an exclusive end: the last byte needed is in the segment before it.
     name = WalSegment.before_lsn(stop.timeline, stop.lsn, segment_size).name
     deadline = time.monotonic() + timeout_s
     delay_s = ARCHIVE_POLL_FIRST_S
     while repo.storage.head(layout.wal_key(name)) is None:
         if time.monotonic() > deadline:
+            hint = (
+                "; from a standby the primary must complete that segment first: set "
+                "[postgres] primary_dsn, or an archive_timeout on the primary shorter than "
+                "[backup] archive_timeout_s"
+                if standby
+                else ""
+            )
             raise BackupError(
                 f"WAL segment {name}, needed to make this backup consistent, did not reach "
                 f"{repo.describe()} within {timeout_s:.0f}s; check that archive_command is "
-                "'janua-backup ... wal-push %p' with this repository and look at the PostgreSQL log"
+                "'janua-backup ... wal-push %p' with this repository and look at the "
+                f"PostgreSQL log{hint}"
             )
         time.sleep(delay_s)
         delay_s = min(ARCHIVE_POLL_MAX_S, delay_s * 1.5)

@@ -77,6 +77,7 @@ def backup(result: BackupResult, as_json: bool) -> None:
                 "referenced_bytes": result.referenced_bytes,
                 "stored_files": result.stored_files,
                 "note": result.note or None,
+                "source": m.source,
             }
         )
         return
@@ -94,6 +95,8 @@ def backup(result: BackupResult, as_json: bool) -> None:
             f"  incremental on top of {m.depends_on}: {len(m.referenced_files)} files referenced "
             f"({size(result.referenced_bytes)}), {result.stored_files} stored"
         )
+    if m.source != "primary":
+        print(f"  taken on the {m.source} {m.host}")
     if result.note:
         print(f"  {result.note}")
     for removed in result.cleaned:
@@ -125,6 +128,8 @@ def info(result: InfoResult, as_json: bool) -> None:
                         "window": window_json(b.window),
                         "last_drill": drill_json(b.last_drill),
                         "pinned": b.pinned,
+                        "source": b.manifest.source,
+                        "host": b.manifest.host or None,
                     }
                     for b in result.backups
                 ],
@@ -158,6 +163,7 @@ def info(result: InfoResult, as_json: bool) -> None:
         )
         pin = "; pinned (expire keeps it)" if b.pinned else ""
         print(f"{'':<18} {_drill_line(b.last_drill)}{pin}")
+        print(f"{'':<18} taken on the {m.source}" + (f" {m.host}" if m.host else ""))
         if w.restorable and w.missing_segment:
             print(f"{'':<18} gap in the archive at {w.missing_segment}: later WAL is unreachable")
     for incomplete in result.incomplete:

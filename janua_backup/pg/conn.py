@@ -34,18 +34,20 @@ class ServerFacts:
 
 
 @contextmanager
-def connect(dsn: str | None) -> Iterator[psycopg.Connection[Any]]:
-    """An autocommit connection; libpq's PG* variables apply when ``dsn`` is empty."""
+def connect(
+    dsn: str | None,
+    *,
+    setting: str = "postgres.dsn / JANUA_BACKUP_DSN or the PGHOST/PGPORT/PGUSER variables",
+) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection; libpq's PG* variables apply when ``dsn`` is empty.
+    ``setting`` names where ``dsn`` came from, for the message when it fails."""
     import psycopg
 
     try:
         conn = psycopg.connect(dsn or "", autocommit=True, connect_timeout=10)
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PostgresError(
-            f"cannot connect to PostgreSQL ({first}); check postgres.dsn / JANUA_BACKUP_DSN "
-            "or the PGHOST/PGPORT/PGUSER variables"
-        ) from exc
+        raise PostgresError(f"cannot connect to PostgreSQL ({first}); check {setting}") from exc
     try:
         yield conn
     finally:

@@ -4,6 +4,12 @@
 and that connection must stay open for the whole copy: if it drops, PostgreSQL
 aborts the backup (which is what we want if janua-backup dies). PostgreSQL 15
 renamed the functions; 13 and 14 use ``pg_start_backup(label, fast, false)``.
+
+On a hot standby the same calls work in recovery; PostgreSQL then writes
+``BACKUP FROM: standby`` into the backup_label, returns the last replayed
+position as the stop LSN, and switches no WAL segment (a standby writes no WAL):
+the segment holding the stop LSN is complete only once the primary leaves it,
+which ``switch_wal`` asks the primary for.
 """
 
 from __future__ import annotations
@@ -85,6 +91,28 @@ class LowLevelBackup:
         if self._started:
             with contextlib.suppress(PostgresError):  # closing the session aborts it anyway
                 self.stop(wait_for_archive=False)
+
+
+def label_from_standby(label: str) -> bool:
+    """Whether PostgreSQL took the backup in recovery (its ``BACKUP FROM`` line)."""
+    return re.search(r"^BACKUP FROM: standby$", label, re.MULTILINE) is not None
+
+
+def min_recovery_end(conn: psycopg.Connection[Any]) -> Lsn | None:
+    """A standby's minimum recovery point as its pg_control holds it now (None on a
+    primary). Recovery of a standby's backup ends at the one in the copied pg_control,
+    which can be one record past the stop LSN (the record being replayed when the
+    control file was written); the live value is at least that."""
+    (lsn,) = query_one(conn, "SELECT min_recovery_end_lsn::text FROM pg_control_recovery()")
+    found = Lsn.parse(lsn)
+    return found if found.value else None
+
+
+def switch_wal(conn: psycopg.Connection[Any]) -> Lsn:
+    """``pg_switch_wal()`` on a primary: closes its current segment, so that a
+    standby's backup can end without waiting for archive_timeout or more writes."""
+    (lsn,) = query_one(conn, "SELECT pg_switch_wal()::text")
+    return Lsn.parse(lsn)
 
 
 def label_timeline(label: str) -> int:

@@ -130,7 +130,14 @@ class Manifest:
     host: str = ""
     depends_on: str | None = None  # incremental: the parent backup (retention keeps the chain)
     format_version: int = PLAIN_FORMAT  # as read; to_json writes the lowest format that fits
-    extra: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, str] = field(default_factory=dict)  # "source": "primary" or "standby"
+
+    @property
+    def source(self) -> str:
+        """Where the files were copied: "primary" or "standby". Kept in ``extra``, which
+        every format has, so readers of any version still read the manifest; a manifest
+        without it is from a version that refused standbys: a primary's."""
+        return self.extra.get("source", "primary")
 
     @property
     def original_size_bytes(self) -> int:

@@ -218,10 +218,17 @@ def upload(
     bundle_size: int,
     part_size: int,
     progress: Progress | None = None,
+    last: Sequence[SourceFile] = (),
 ) -> tuple[list[FileEntry], list[StoredObject]]:
+    """Stores ``files``, then ``last`` once every one of ``files`` has been read:
+    ``global/pg_control``, whose minimum recovery point is where the recovery of a
+    backup taken on a standby ends, so it must be read after every page it covers."""
     uploader = _Uploader(repo, backup_id, progress)
     groups = plan_objects(files, bundle_limit, bundle_size, part_size)
     results = run_bounded(groups, uploader.upload, jobs)
+    if last:
+        groups = plan_objects(last, bundle_limit, bundle_size, part_size)
+        results += run_bounded(groups, uploader.upload, jobs)
     written = [w for done, _ in results for w in done]
     entries = [entry for item, entry in written if item.part is None]
     entries += _join_parts([w for w in written if w[0].part is not None])

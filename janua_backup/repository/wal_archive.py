@@ -7,6 +7,20 @@ a ``WalConflict``, the sign of two clusters or two timelines colliding, and
 the stored file is left untouched. The conditional put closes the race
 between two pushers; the HEAD before it also protects stores that ignore
 ``If-None-Match``.
+
+Two nodes archiving (``archive_mode = always``). A primary and its standbys
+push the same finished segments; the second push is "already archived". This
+relies on the copies being byte-identical, which they are on PostgreSQL 15:
+a standby's walreceiver writes exactly the bytes the primary wrote, always
+from the start of a segment, and after ``pg_switch_wal()`` the primary zeroes
+the rest of the segment and sends those pages too (checked on real clusters:
+segments ended by a switch, by filling up, in recycled files, and across a
+standby crash; ``tests/integration/test_standby_backup.py`` keeps checking).
+The plaintext is compared, so nodes with other codecs or levels agree. We keep
+pgBackRest's rule (the same checksum is success, any other byte an error,
+never an overwrite) rather than comparing only the records before a switch:
+copies that differ anywhere are not the same WAL to us, and a wrong "same" would
+let a split brain's segment pass silently.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -111,6 +112,29 @@ class PgFactory:
             cluster.start()
         return cluster
 
+    def replica(
+        self,
+        primary: PgCluster,
+        settings: Mapping[str, str] | None = None,
+        *,
+        start: bool = True,
+        timeout_s: float = 60,
+    ) -> PgCluster:
+        """A streaming hot standby of ``primary``: ``pg_basebackup -R -X stream`` over the
+        primary's unix socket (initdb's pg_hba trusts local replication), started on a
+        free port with ``settings`` appended (e.g. its own archive_command), and
+        waited for until it streams. For HA tests: a primary + replica on one machine."""
+        home = make_postgres_dir(self._next("c"), 0o755)
+        pgdata = home / "data"
+        primary._run(
+            "pg_basebackup", "-D", str(pgdata), "-R", "-X", "stream", "-c", "fast",
+            "-h", str(primary.socket_dir), "-p", str(primary.port), "-U", "postgres",
+        )  # fmt: skip
+        standby = self.adopt(pgdata, settings=settings, start=start)
+        if start:
+            wait_streaming(primary, timeout_s)
+        return standby
+
     def stop_all(self) -> None:
         """Stop every cluster (fast, then immediate); raise the failures once all are tried."""
         failures: list[str] = []
@@ -124,6 +148,25 @@ class PgFactory:
                     failures.append(f"{cluster}: {fast_failure}; then {exc}")
         if failures:
             raise StackError("could not stop clusters:\n" + "\n".join(failures))
+
+
+def wait_streaming(primary: PgCluster, timeout_s: float = 60) -> None:
+    """Until a standby streams from ``primary`` (pg_stat_replication says so)."""
+    deadline = time.monotonic() + timeout_s
+    while not primary.sql("SELECT 1 FROM pg_stat_replication WHERE state = 'streaming'"):
+        if time.monotonic() > deadline:
+            raise StackError(f"no standby streams from {primary} after {timeout_s:.0f}s")
+        time.sleep(0.1)
+
+
+def wait_replayed(primary: PgCluster, standby: PgCluster, timeout_s: float = 60) -> None:
+    """Until ``standby`` has replayed everything ``primary`` had written when called."""
+    (target,) = primary.sql("SELECT pg_current_wal_lsn()")[0]
+    deadline = time.monotonic() + timeout_s
+    while not standby.sql("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,))[0][0]:
+        if time.monotonic() > deadline:
+            raise StackError(f"{standby} did not replay up to {target} in {timeout_s:.0f}s")
+        time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,7 @@ def write_config(
     *,
     pgdata: Path | None = None,
     dsn: str | None = None,
+    primary_dsn: str | None = None,
     fetch_deadline_s: float = 20.0,
     s3_deadline_s: float = 10.0,
 ) -> Path:
@@ -63,6 +64,8 @@ def write_config(
             lines.append(f'pgdata = "{pgdata}"')
         if dsn:
             lines.append(f'dsn = "{dsn}"')
+        if primary_dsn:
+            lines.append(f'primary_dsn = "{primary_dsn}"')
         lines.append("")
     lines += ["[wal]", f"fetch_retry_deadline_s = {fetch_deadline_s}", "", spec.extra]
     write_private(path, "\n".join(lines))

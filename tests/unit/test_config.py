@@ -120,6 +120,7 @@ S3_SECRET = '[repository]\nurl = "s3://b/p"\n\n[s3]\naccess_key_id = "AK"\n'
         ('[encryption]\npassphrase = "correct horse"\n', "encryption.passphrase"),
         ('[postgres]\ndsn = "host=db password=hunter2"\n', "postgres.dsn"),
         ('[postgres]\ndsn = "postgresql://u:hunter2@db/x"\n', "postgres.dsn"),
+        ('[postgres]\nprimary_dsn = "host=db1 password=hunter2"\n', "postgres.primary_dsn"),
     ],
 )
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])

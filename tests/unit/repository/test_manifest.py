@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -76,3 +77,14 @@ def test_what_postgresql_itself_writes_is_accepted() -> None:
     ts_map = "16385 /srv/ts/\n16390 /srv/odd\\\nname\n16400 pg_tblspc/16400\n"
     assert tablespace_map_locations(ts_map)["16390"] == "/srv/odd\nname"
     from_json(with_entries(*entries, tablespace_map=ts_map))
+
+
+def test_the_source_of_a_backup_is_kept_where_every_format_reads_it() -> None:
+    """A standby's backup stays format 1 (no new key: older readers refuse unknown keys);
+    a manifest without a source was written when only primaries could be backed up."""
+    standby = replace(manifest(), extra={"source": "standby"})
+    raw = json.loads(to_json(standby))
+    assert raw["format_version"] == 1 and raw["extra"] == {"source": "standby"}
+    assert from_json(to_json(standby)).source == "standby"
+    del raw["extra"]
+    assert from_json(json.dumps(raw).encode()).source == "primary"

@@ -143,3 +143,40 @@ def test_hash_file_hashes_the_listed_size(tmp_path: Path) -> None:
     assert transfer.hash_file(path, sized(1000)) == hashlib.sha256(data[:1000]).hexdigest()
     assert transfer.hash_file(path, sized(0)) == hashlib.sha256(b"").hexdigest()
     assert transfer.hash_file(tmp_path / "absent", sized(10)) is None
+
+
+class _PutLog(MemoryStorage):
+    """Memory storage noting when each put began and ended, in one sequence."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[tuple[str, str]] = []
+        self._events_lock = threading.Lock()
+
+    def put(self, key: str, chunks: Iterable[bytes], *, if_absent: bool = False) -> None:
+        with self._events_lock:
+            self.events.append(("begin", key))
+        super().put(key, chunks, if_absent=if_absent)
+        with self._events_lock:
+            self.events.append(("end", key))
+
+
+def test_last_files_are_read_after_every_other_object_is_stored(tmp_path: Path) -> None:
+    """pg_control of a standby's backup: its minimum recovery point ends the recovery,
+    so it must be read after every page it covers, not in a bundle next to them."""
+    storage = _PutLog()
+    repo = Repo(storage, EncodeSpec(codec="gzip"))
+    content = files(tmp_path)
+    sources = [source(tmp_path, name, data) for name, data in content.items()]
+    (tmp_path / "global").mkdir()
+    control = source(tmp_path, "global/pg_control", sample(8192, seed=5))
+    entries, objects = transfer.upload(
+        repo, BACKUP_ID, sources, jobs=4, bundle_limit=BIG, bundle_size=8 * 1024,
+        part_size=PART, last=[control],
+    )  # fmt: skip
+    (entry,) = [e for e in entries if e.path == "global/pg_control"]
+    assert [e.object for e in entries].count(entry.object) == 1  # an object of its own
+    key = layout.data_key(BACKUP_ID, entry.object or "")
+    assert storage.events[-2:] == [("begin", key), ("end", key)]
+    assert len(objects) == len({e.object for e in entries})
+    assert entry.sha256 == hashlib.sha256(control.source.read_bytes()).hexdigest()

@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 
 from janua_backup.errors import ConfigError, ObjectNotFound, WalConflict
+from janua_backup.pipeline.stream import EncodeSpec
 from janua_backup.repository import layout, wal_archive
+from janua_backup.repository.objects import Repo
 from janua_backup.repository.wal_archive import PushOutcome
 from tests.unit.pipeline.objects import MiB, sample
 from tests.unit.repository.helpers import memory_repo
@@ -24,6 +26,24 @@ def test_push_is_idempotent_and_never_overwrites(tmp_path: Path) -> None:
     with pytest.raises(WalConflict, match="different content"):
         wal_archive.push(repo, NAME, segment)
     assert wal_archive.read(repo, NAME) == b"wal" * 1000
+
+
+def test_two_nodes_pushing_the_same_segment_with_other_codecs_is_success(tmp_path: Path) -> None:
+    """archive_mode = always: the primary and a standby push the same finished segment
+    (byte-identical on PostgreSQL 15, see wal_archive's docstring), each with its own
+    codec settings. The stored plaintext is compared, so the second push succeeds; any
+    other byte, even in the unused tail after a switch, is a conflict and stores nothing."""
+    primary = memory_repo(codec="gzip")
+    standby = Repo(primary.storage, EncodeSpec(codec="zstd"))
+    content = sample(MiB, seed=4) + bytes(MiB)  # records, then the zeroed tail of a switch
+    segment = tmp_path / NAME
+    segment.write_bytes(content)
+    assert wal_archive.push(primary, NAME, segment) is PushOutcome.STORED
+    assert wal_archive.push(standby, NAME, segment) is PushOutcome.ALREADY_ARCHIVED
+    segment.write_bytes(content[:-1] + b"\x01")
+    with pytest.raises(WalConflict, match="different content"):
+        wal_archive.push(standby, NAME, segment)
+    assert wal_archive.read(primary, NAME) == content
 
 
 @pytest.mark.parametrize("read_ahead", [0, 17 * MiB], ids=["sequential", "compressed ahead"])
