@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from functools import partial
 
 from janua_backup import config
-from janua_backup.commands import backup as backup_command
+from janua_backup.commands import backup_turn
 from janua_backup.commands import check as check_command
 from janua_backup.commands import verify as verify_command
 from janua_backup.commands.common import open_repo
@@ -91,7 +91,7 @@ def backup(
     why = turns.skip_reason(rules.from_, role)
     if why is not None:
         return Outcome(True, why, turn, skipped=True)
-    result = backup_command.run_turn(settings, fired, cancel=cancel, backup_type=rules.type)
+    result = backup_turn.run(settings, fired, cancel=cancel, backup_type=rules.type)
     if isinstance(result, Manifest):
         status.metrics.backup_taken(_last_backup(result))
         return Outcome(

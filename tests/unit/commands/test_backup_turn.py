@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from janua_backup import locks
-from janua_backup.commands import backup
+from janua_backup.commands import backup, backup_turn
 from janua_backup.commands.common import open_repo
 from janua_backup.config import RepoSettings, Settings
 from janua_backup.errors import BackupError
@@ -44,12 +44,12 @@ def committed(s: Settings, backup_id: str, minutes: int) -> Manifest:
 
 def test_a_backup_started_at_or_after_the_fire_time_is_the_turns_backup(tmp_path: Path) -> None:
     s = settings(tmp_path)
-    assert backup.started_since(open_repo(s), DUE) is None  # an empty repository
+    assert backup_turn.started_since(open_repo(s), DUE) is None  # an empty repository
     committed(s, "20261125T120500Z", minutes=5)  # the previous turn's: before DUE
-    assert backup.started_since(open_repo(s), DUE) is None
+    assert backup_turn.started_since(open_repo(s), DUE) is None
     taken = committed(s, "20261125T121000Z", minutes=10)  # started exactly at DUE
-    assert backup.started_since(open_repo(s), DUE) == taken
-    result = backup.run_turn(s, DUE, cancel=threading.Event())
+    assert backup_turn.started_since(open_repo(s), DUE) == taken
+    result = backup_turn.run(s, DUE, cancel=threading.Event())
     assert result == taken  # returned, not taken again (no PostgreSQL was needed)
     assert catalog.backup_ids(open_repo(s)) == (["20261125T120500Z", "20261125T121000Z"], [])
     assert locks.holder(open_repo(s).storage, backup.LOCK_NAME).released  # type: ignore[union-attr]
@@ -58,7 +58,7 @@ def test_a_backup_started_at_or_after_the_fire_time_is_the_turns_backup(tmp_path
 def test_the_loser_of_the_race_waits_for_the_lock_then_finds_the_winners_backup(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="janua_backup.commands.backup")
+    caplog.set_level(logging.INFO, logger="janua_backup.commands.backup_turn")
     s = settings(tmp_path)
     repo = open_repo(s)
     winner = locks.acquire(repo.storage, backup.LOCK_NAME, purpose="backup")
@@ -66,7 +66,7 @@ def test_the_loser_of_the_race_waits_for_the_lock_then_finds_the_winners_backup(
     results: list[object] = []
     loser = threading.Thread(
         target=lambda: results.append(
-            backup.run_turn(s, DUE, cancel=threading.Event(), poll_s=0.05)
+            backup_turn.run(s, DUE, cancel=threading.Event(), poll_s=0.05)
         )
     )
     loser.start()
@@ -88,5 +88,5 @@ def test_a_stop_while_waiting_for_the_lock_takes_nothing(tmp_path: Path) -> None
     cancel.set()
     refused = pytest.raises(BackupError, match="cancelled while waiting for the repository lock")
     with locks.hold(repo.storage, backup.LOCK_NAME, purpose="expire"), refused:
-        backup.run_turn(s, DUE, cancel=cancel, poll_s=0.05)
+        backup_turn.run(s, DUE, cancel=cancel, poll_s=0.05)
     assert catalog.backup_ids(repo) == ([], [])
