@@ -4,8 +4,8 @@ Reusable by the HA tests (manual promote here, Patroni elsewhere): ``two_nodes``
 builds the pair, each with its own janua config file pointing at the same
 repository and at its own server; ``start_daemon`` runs ``janua-backup daemon``
 beside a node as the README says, its JSON log in a file and metrics on a free
-port. The replica is made with ``pg_basebackup -R`` (streaming, a
-``standby.signal``), so ``pg_ctl promote`` makes it a primary on timeline 2.
+port. Replicas are made with ``pg_basebackup -R`` (``pg_factory.replica``), so
+``pg_ctl promote`` makes one a primary on timeline 2.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from localstack import PgCluster, archiving_settings, as_postgres, free_port
+from localstack import PgCluster, archiving_settings, free_port
 
 from tests.integration import janua
+from tests.integration.conftest import wait_streaming
 from tests.integration.test_daemon import DaemonLog
 
 
@@ -38,38 +39,45 @@ def two_nodes(
     *,
     extra: Mapping[str, str] | None = None,
 ) -> tuple[Node, Node]:
-    """(primary, standby): both archive into ``spec``'s repository with their own config
-    (``archive_mode = on``: only the primary archives until ``extra`` says ``always``)."""
-    primary_home = factory.empty_dir()
-    primary_config = janua.write_config(primary_home / "janua.toml", spec)
+    """(primary, standby): see ``cluster``."""
+    primary, standby = cluster(factory, exe, spec, standbys=1, extra=extra)
+    return primary, standby
+
+
+def cluster(
+    factory: Any,
+    exe: Path,
+    spec: janua.RepoSpec,
+    *,
+    standbys: int = 1,
+    extra: Mapping[str, str] | None = None,
+) -> list[Node]:
+    """[primary, standby1, ...]: streaming replicas made with ``pg_basebackup -R``, each
+    node with its own janua config on ``spec``'s repository (a standby's names the
+    primary as ``primary_dsn``), and its own archive_command. ``archive_mode = on``:
+    only the primary archives, unless ``extra`` says ``always``."""
+    home = factory.empty_dir()
+    primary_config = janua.write_config(home / "primary.toml", spec)
     settings = archiving_settings(janua.archive_command(exe, primary_config))
     settings.update(extra or {})
     primary = factory(settings)
     janua.write_config(primary_config, spec, pgdata=primary.pgdata, dsn=primary.dsn)
-    standby = replica_of(factory, primary)
-    standby_config = janua.write_config(
-        factory.empty_dir() / "janua.toml", spec, pgdata=standby.pgdata, dsn=standby.dsn
-    )
-    # The replica's postgresql.conf is the primary's copy: point its archive_command at its
-    # own config, so that once promoted it archives as itself.
-    standby.configure({"archive_command": janua.archive_command(exe, standby_config)})
-    standby.start()
-    standby.wait_ready()
-    return Node("primary", primary, primary_config), Node("standby", standby, standby_config)
-
-
-def replica_of(factory: Any, primary: PgCluster) -> PgCluster:
-    """A streaming replica of ``primary`` (``pg_basebackup -R``), on its own port; not started."""
-    pgdata = factory.empty_dir()
-    argv = [
-        str(primary.bindir / "pg_basebackup"), "-D", str(pgdata), "-R", "-X", "stream",
-        "-c", "fast", "--no-sync", "-h", str(primary.socket_dir), "-p", str(primary.port),
-        "-U", "postgres",
-    ]  # fmt: skip
-    done = subprocess.run(as_postgres(argv), capture_output=True, text=True, cwd="/", check=False)
-    assert done.returncode == 0, f"pg_basebackup failed:\n{done.stdout}{done.stderr}"
-    replica: PgCluster = factory.adopt(pgdata)
-    return replica
+    nodes = [Node("primary", primary, primary_config)]
+    for number in range(1, standbys + 1):
+        config = home / f"standby{number}.toml"
+        # The replica's postgresql.conf is the primary's copy: its archive_command names
+        # its own config, so that once promoted it archives as itself.
+        standby = factory.replica(
+            primary, {"archive_command": janua.archive_command(exe, config)}, start=False
+        )
+        janua.write_config(
+            config, spec, pgdata=standby.pgdata, dsn=standby.dsn, primary_dsn=primary.dsn
+        )
+        standby.start()
+        standby.wait_ready()
+        nodes.append(Node(f"standby{number}", standby, config))
+    wait_streaming(primary)
+    return nodes
 
 
 @dataclass

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.integration import janua, test_daemon
-from tests.integration.ha import Daemon, start_daemon, two_nodes
+from tests.integration.ha import Daemon, cluster, start_daemon, two_nodes
 from tests.integration.test_daemon import scrape, wait_for
 from tests.integration.test_pitr import s3_spec
 
@@ -166,5 +166,57 @@ def test_when_two_nodes_are_eligible_the_lock_decides_and_the_loser_takes_no_sec
     assert_one_backup_per_turn(listing)
     for daemon in (first, second):
         assert scrape(daemon.metrics_port)['janua_backup_job_failures_total{task="backup"}'] == 0
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.proc.wait(timeout=60) == 0, daemon.log.path.read_text()
+
+
+def test_from_standby_two_standbys_take_one_backup_per_turn_and_the_primary_skips(
+    s3_server: Any,
+    s3_bucket: str,
+    pg_factory: Any,
+    janua_exe: Path,
+    daemon_env: dict[str, str],
+    stopper: list[subprocess.Popen[bytes]],
+) -> None:
+    """``from = "standby"`` with two standbys: both are eligible, one backs up per turn
+    (from the standby it runs on), the other finds it; the primary skips and says why."""
+    spec = s3_spec(s3_server, s3_bucket)
+    nodes = cluster(pg_factory, janua_exe, spec, standbys=2)
+    policy = nodes[0].config.parent / "policy.toml"
+    policy.write_text(POLICY.replace('from = "primary"', 'from = "standby"'))
+    on_primary, *on_standbys = [
+        start_daemon(janua_exe, node, policy, daemon_env, stopper) for node in nodes
+    ]
+
+    def by_turn(daemon: Daemon) -> dict[str, dict[str, Any]]:
+        return {line["due"]: line for line in daemon.log.matching(r"^job done job=backup")}
+
+    def two_shared_turns() -> list[str] | None:
+        turns_run = [set(by_turn(daemon)) for daemon in (on_primary, *on_standbys)]
+        shared = sorted(set.intersection(*turns_run))
+        return shared if len(shared) >= 2 else None
+
+    shared = wait_for("two turns run by all three daemons", two_shared_turns, on_primary.proc)
+    for due in shared:
+        skipped = by_turn(on_primary)[due]
+        assert (skipped["outcome"], skipped["role"]) == ("skipped", "primary")
+        assert skipped["summary"] == (
+            "this node is a primary and the policy's backup.from is 'standby': "
+            "the standby takes the backup"
+        )
+        lines = [by_turn(daemon)[due] for daemon in on_standbys]
+        assert sorted(line["outcome"] for line in lines) == ["ok", "skipped"], lines
+        (won,) = [line for line in lines if line["outcome"] == "ok"]
+        (lost,) = [line for line in lines if line["outcome"] == "skipped"]
+        assert won["role"] == lost["role"] == "standby"
+        assert lost["backup_id"] == won["backup_id"]
+    listing = janua.run_json(janua_exe, nodes[0].config, "list")
+    assert_one_backup_per_turn(listing)
+    assert {b["source"] for b in listing["backups"]} == {"standby"}
+    for daemon in (on_primary, *on_standbys):
+        metrics = scrape(daemon.metrics_port)
+        assert metrics['janua_backup_job_failures_total{task="backup"}'] == 0
+        role = "primary" if daemon is on_primary else "standby"
+        assert metrics[f'janua_backup_node_role{{role="{role}"}}'] == 1
         daemon.proc.send_signal(signal.SIGTERM)
         assert daemon.proc.wait(timeout=60) == 0, daemon.log.path.read_text()
