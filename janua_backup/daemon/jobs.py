@@ -29,7 +29,7 @@ from janua_backup.commands import verify as verify_command
 from janua_backup.commands.common import open_repo
 from janua_backup.config import Settings
 from janua_backup.daemon import turns
-from janua_backup.errors import JanuaError
+from janua_backup.errors import JanuaError, LockHeld
 from janua_backup.metrics import ArchiverStats, LastBackup, LastDrill, Metrics
 from janua_backup.pg import stats
 from janua_backup.policy import BackupPolicy, Policy, RetentionPolicy, Schedule, VerifyPolicy
@@ -68,7 +68,7 @@ def build(
     table: dict[str, Job] = {
         "backup": partial(backup, backup_settings, rules.backup, due, status, cancel),
         "verify": partial(verify, settings, rules.verify, status.metrics, cancel),
-        "expire": partial(expire, settings, rules.retention, status),
+        "expire": partial(expire, settings, rules.retention, rules.backup.from_, status, cancel),
         "check": partial(check, settings),
     }
     return {name: table[name] for name, _ in rules.schedule.jobs()}
@@ -148,15 +148,39 @@ def verify(
     )
 
 
-def expire(settings: Settings, retention: RetentionPolicy, status: Status) -> Outcome:
+def expire(
+    settings: Settings,
+    retention: RetentionPolicy,
+    backup_from: str,
+    status: Status,
+    cancel: threading.Event,
+) -> Outcome:
+    """Retention runs where backups run (``backup.from``), so a daemon on every node does
+    not apply it on each; where several nodes are eligible, each waits for the lock
+    (another node's expire or backup) and then finds nothing more to expire."""
     from janua_backup.commands import expire as expire_command
 
-    result = expire_command.run(settings, retention)
+    role = stats.role(settings.postgres.dsn)
+    status.metrics.set_role(role)
+    why = turns.skip_reason(backup_from, role, "applies the retention")
+    if why is not None:
+        return Outcome(True, why, {"role": role, "from": backup_from}, skipped=True)
+    waiting = False
+    while True:
+        try:
+            result = expire_command.run(settings, retention)
+            break
+        except LockHeld as exc:
+            if not waiting:
+                waiting = True
+                log.info("expire waits for the repository lock: %s", exc.message)
+        if cancel.wait(backup_turn.LOCK_POLL_S):
+            return Outcome(False, "expire cancelled while waiting for the repository lock")
     status.size_changed()
     return Outcome(
         True,
         f"expired {len(result.expired)} backups, freed {result.freed_bytes} bytes",
-        {"expired": len(result.expired), "freed_bytes": result.freed_bytes},
+        {"expired": len(result.expired), "freed_bytes": result.freed_bytes, "role": role},
     )
 
 

@@ -70,12 +70,13 @@ def last_fire(trig: Any, now: datetime) -> datetime | None:
     return None
 
 
-def skip_reason(backup_from: str, role: str) -> str | None:
-    """Why a node in ``role`` (``primary``/``standby``) does not take a backup under
-    ``backup.from = backup_from``; ``None``: it is eligible."""
+def skip_reason(backup_from: str, role: str, what: str = "takes the backup") -> str | None:
+    """Why a node in ``role`` (``primary``/``standby``) does not take a backup (or
+    apply the retention: ``what``) under ``backup.from = backup_from``; ``None``: it is
+    eligible."""
     if backup_from == "any" or backup_from == role:
         return None
     return (
         f"this node is a {role} and the policy's backup.from is {backup_from!r}: "
-        f"the {backup_from} takes the backup"
+        f"the {backup_from} {what}"
     )

@@ -133,6 +133,7 @@ def test_when_two_nodes_are_eligible_the_lock_decides_and_the_loser_takes_no_sec
     stopper: list[subprocess.Popen[bytes]],
 ) -> None:
     """``from = "any"``: two daemons whose servers can both back up fire at the same time.
+    Expire runs on both too: it waits for the lock rather than failing.
 
     Both run beside the primary (until standbys back up, the one node that can): the
     race is the one two eligible nodes run, on the real repository lock. Each turn has
@@ -141,7 +142,12 @@ def test_when_two_nodes_are_eligible_the_lock_decides_and_the_loser_takes_no_sec
     spec = s3_spec(s3_server, s3_bucket)
     primary, _ = two_nodes(pg_factory, janua_exe, spec)
     policy = primary.config.parent / "policy.toml"
-    policy.write_text(POLICY.replace('from = "primary"', 'from = "any"'))
+    # Expire too, at the same times: both nodes apply the retention, each waiting for the lock.
+    policy.write_text(
+        POLICY.replace('from = "primary"', 'from = "any"').replace(
+            'expire = ""', 'expire = "@every 15s"'
+        )
+    )
     first = start_daemon(janua_exe, primary, policy, daemon_env, stopper)
     second = start_daemon(
         janua_exe, replace(primary, name="primary-again"), policy, daemon_env, stopper
@@ -165,7 +171,11 @@ def test_when_two_nodes_are_eligible_the_lock_decides_and_the_loser_takes_no_sec
     listing = janua.run_json(janua_exe, primary.config, "list")
     assert_one_backup_per_turn(listing)
     for daemon in (first, second):
-        assert scrape(daemon.metrics_port)['janua_backup_job_failures_total{task="backup"}'] == 0
+        expired = [line["outcome"] for line in daemon.log.matching(r"^job done job=expire")]
+        assert expired and set(expired) == {"ok"}, expired
+        metrics = scrape(daemon.metrics_port)
+        assert metrics['janua_backup_job_failures_total{task="backup"}'] == 0
+        assert metrics['janua_backup_job_failures_total{task="expire"}'] == 0
         daemon.proc.send_signal(signal.SIGTERM)
         assert daemon.proc.wait(timeout=60) == 0, daemon.log.path.read_text()
 

@@ -61,3 +61,11 @@ def test_eligibility_is_the_policy_against_the_role_now(
             f"this node is a {role} and the policy's backup.from is '{backup_from}': "
             f"the {backup_from} takes the backup"
         )
+
+
+def test_retention_runs_where_backups_run() -> None:
+    assert skip_reason("standby", "standby", "applies the retention") is None
+    assert skip_reason("primary", "standby", "applies the retention") == (
+        "this node is a standby and the policy's backup.from is 'primary': "
+        "the primary applies the retention"
+    )
