@@ -21,7 +21,7 @@ from datetime import datetime
 
 from janua_backup import locks
 from janua_backup.commands import backup
-from janua_backup.commands.backup import BackupResult
+from janua_backup.commands.backup import LOCK_NAME, BackupResult
 from janua_backup.commands.common import open_repo
 from janua_backup.config import Settings
 from janua_backup.errors import BackupError, InputError, LockHeld
@@ -73,7 +73,7 @@ def _hold_waiting(repo: Repo, cancel: threading.Event, poll_s: float) -> Iterato
     waiting = False
     while True:
         try:
-            handle = locks.acquire(repo.storage, backup.LOCK_NAME, purpose="backup")
+            handle = locks.acquire(repo.storage, LOCK_NAME, purpose="backup")
             break
         except LockHeld as exc:
             if not waiting:

@@ -21,8 +21,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
+from zoneinfo import ZoneInfo
 
-from janua_backup import config
+from janua_backup import config, locks
+from janua_backup.commands import backup as backup_command
 from janua_backup.commands import backup_turn
 from janua_backup.commands import check as check_command
 from janua_backup.commands import verify as verify_command
@@ -32,7 +34,7 @@ from janua_backup.daemon import turns
 from janua_backup.errors import JanuaError, LockHeld
 from janua_backup.metrics import ArchiverStats, LastBackup, LastDrill, Metrics
 from janua_backup.pg import stats
-from janua_backup.policy import BackupPolicy, Policy, RetentionPolicy, Schedule, VerifyPolicy
+from janua_backup.policy import BackupPolicy, Policy, RetentionPolicy, VerifyPolicy
 from janua_backup.repository import catalog, drills
 from janua_backup.repository.drills import DrillReport
 from janua_backup.repository.manifest import Manifest
@@ -64,7 +66,8 @@ def build(
     backup_settings = config.with_compression(
         settings, rules.backup.compression, rules.backup.level
     )
-    due = partial(_last_fire, rules.schedule) if rules.schedule.backup else _now
+    every = rules.schedule.backup
+    due = partial(_last_fire, every, rules.schedule.tzinfo) if every else _now
     table: dict[str, Job] = {
         "backup": partial(backup, backup_settings, rules.backup, due, status, cancel),
         "verify": partial(verify, settings, rules.verify, status.metrics, cancel),
@@ -174,7 +177,7 @@ def expire(
             if not waiting:
                 waiting = True
                 log.info("expire waits for the repository lock: %s", exc.message)
-        if cancel.wait(backup_turn.LOCK_POLL_S):
+        if not _lock_freed(settings, cancel):
             return Outcome(False, "expire cancelled while waiting for the repository lock")
     status.size_changed()
     return Outcome(
@@ -189,11 +192,22 @@ def check(settings: Settings) -> Outcome:
     return Outcome(result.ok, result.summary, {"archived_wal": result.archived_wal})
 
 
-def _last_fire(schedule: Schedule) -> datetime:
+def _lock_freed(settings: Settings, cancel: threading.Event) -> bool:
+    """Waits until the cluster lock is not live (released, expired, unreadable);
+    ``False`` if ``cancel`` was set first. Polls the record, not ``expire`` itself,
+    which would log a begin line at each try."""
+    storage = open_repo(settings).storage
+    while not cancel.wait(backup_turn.LOCK_POLL_S):
+        held = locks.holder(storage, backup_command.LOCK_NAME)
+        if held is None or not held.is_live(datetime.now(UTC)):
+            return True
+    return False
+
+
+def _last_fire(expr: str, zone: ZoneInfo) -> datetime:
     """When the backup's current turn fell due (the newest fire time until now)."""
     now = datetime.now(UTC)
-    assert schedule.backup is not None
-    return turns.last_fire(turns.trigger(schedule.backup, schedule.tzinfo), now) or now
+    return turns.last_fire(turns.trigger(expr, zone), now) or now
 
 
 def _now() -> datetime:
