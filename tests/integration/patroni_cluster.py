@@ -105,6 +105,16 @@ def _stop_process(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
         proc.wait(timeout=10)
 
 
+def _in_recovery(pg: PgCluster) -> bool:
+    """pg_is_in_recovery(); True while the server does not answer (it may be restarting)."""
+    import psycopg
+
+    try:
+        return bool(pg.sql("SELECT pg_is_in_recovery()")[0][0])
+    except psycopg.Error:
+        return True
+
+
 def _child_env(home: Path) -> dict[str, str]:
     env = {
         k: v
@@ -387,7 +397,7 @@ class PatroniCluster:
             status = node.status()
             if status.get("role") in ("primary", "master") and status.get("state") == "running":
                 status_code, _ = _http_json(f"{node.api_url}/primary")
-                if status_code == 200 and not node.pg.sql("SELECT pg_is_in_recovery()")[0][0]:
+                if status_code == 200 and not _in_recovery(node.pg):
                     return status
             return None
 

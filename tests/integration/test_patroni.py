@@ -134,3 +134,15 @@ def test_switchover_continues_wal_on_timeline_2_and_pitr_is_exact_on_both_sides(
     )
     assert janua.ids(late) == list(range(1, 12))
     late.stop()
+    latest = restore_and_start(pg_factory, janua_exe, node1.config)
+    assert janua.ids(latest) == list(range(1, 14))
+    latest.stop()
+
+    # The new primary backs up with its own config, on timeline 2; both backups listed.
+    second = janua.run_json(janua_exe, node2.config, "backup")
+    listing = janua.run_json(janua_exe, node1.config, "list")
+    assert [b["backup_id"] for b in listing["backups"]] == [
+        backup["backup_id"],
+        second["backup_id"],
+    ]
+    assert [b["timeline"] for b in listing["backups"]] == [1, 2], listing
