@@ -32,7 +32,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +46,7 @@ from janua_backup.errors import (
     InputError,
     IntegrityError,
     JanuaError,
+    LockHeld,
 )
 from janua_backup.pg import conn as pgconn
 from janua_backup.pg import control, datadir
@@ -62,6 +63,7 @@ LOCK_NAME = "cluster"  # backup and expire of one cluster exclude each other
 BACKUP_TYPES = ("full", "incr")
 ARCHIVE_POLL_FIRST_S = 0.05  # a segment push takes a few tenths of a second: look often
 ARCHIVE_POLL_MAX_S = 0.5  # then less often (each look is one HEAD request)
+LOCK_POLL_S = 2.0  # a daemon waiting for another node's backup: one listing every 2 s
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +106,66 @@ def run(
     return BackupResult(
         result.manifest, result.duration_s, result.cleaned, keep, backup_type, result.note
     )
+
+
+def run_turn(
+    settings: Settings,
+    due: datetime,
+    *,
+    cancel: threading.Event,
+    backup_type: str = "full",
+    poll_s: float = LOCK_POLL_S,
+) -> BackupResult | Manifest:
+    """The daemon's backup for the turn that fell due at ``due``, on a cluster where a
+    daemon runs on every node: returns the manifest of the backup another node took
+    for this turn instead of taking a second one.
+
+    The lock settles a race between eligible nodes, and its loser waits for it rather
+    than failing: the winner may still fail, and then the loser's backup is the turn's.
+    Once the lock is held, a committed backup that started at or after ``due`` is this
+    turn's: a loser that arrives after the winner released the lock finds it there.
+    """
+    if backup_type not in BACKUP_TYPES:
+        raise InputError(f"backup type {backup_type!r} is not one of {', '.join(BACKUP_TYPES)}")
+    repo = open_repo(settings, quick_start=True)
+    with _hold_waiting(repo, cancel, poll_s) as lock:
+        taken = started_since(repo, due)
+        if taken is not None:
+            return taken
+        result = _run(settings, repo, _guard(None, lock, cancel), lock, backup_type)
+    return replace(result, requested_type=backup_type)
+
+
+def started_since(repo: Repo, due: datetime) -> Manifest | None:
+    """The newest committed backup if it started at or after ``due``, else ``None``.
+
+    Backup ids grow with their start, so the newest id is the newest start.
+    """
+    done, _ = catalog.backup_ids(repo)
+    if not done:
+        return None
+    newest = catalog.load(repo, done[-1])
+    return newest if newest.start_time >= due else None
+
+
+@contextlib.contextmanager
+def _hold_waiting(repo: Repo, cancel: threading.Event, poll_s: float) -> Iterator[locks.LockHandle]:
+    """The cluster lock, waiting while another process holds it; ``cancel`` stops the wait."""
+    waiting = False
+    while True:
+        try:
+            handle = locks.acquire(repo.storage, LOCK_NAME, purpose="backup")
+            break
+        except LockHeld as exc:
+            if not waiting:
+                waiting = True
+                log.info("backup waits for the repository lock: %s", exc.message)
+        if cancel.wait(poll_s):
+            raise BackupError("backup cancelled while waiting for the repository lock")
+    try:
+        yield handle
+    finally:
+        handle.release()
 
 
 def _guard(
