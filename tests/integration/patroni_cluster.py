@@ -252,6 +252,7 @@ class PatroniCluster:
         self.patroni_exe = janua_exe.parent / "patroni"
         self.patronictl_exe = janua_exe.parent / "patronictl"
         self.etcd = Etcd(base / "etcd", etcd_exe)
+        self.extra_logs: list[Path] = []  # e.g. janua daemons' logs, for log_sections()
         self.nodes = {
             name: PatroniNode(name, make_postgres_dir(base / name, 0o755)) for name in node_names
         }
@@ -460,4 +461,5 @@ class PatroniCluster:
                 (f"patroni {node.name} {node.log_path}", log_tail(node.log_path, LOG_LINES))
             )
             sections.append((f"postgresql {node.name} {node.pg_log_dir}", node.pg_log_tail()))
+        sections += [(f"log {path}", log_tail(path, LOG_LINES)) for path in self.extra_logs]
         return sections
