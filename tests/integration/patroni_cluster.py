@@ -115,6 +115,22 @@ def _in_recovery(pg: PgCluster) -> bool:
         return True
 
 
+def _processes_naming(path: Path) -> dict[int, str]:
+    """Processes whose command line names something under path: {pid: command line}."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        line = " ".join(a.decode(errors="replace") for a in argv if a)
+        if str(path) in line:
+            found[int(entry.name)] = line
+    return found
+
+
 def _child_env(home: Path) -> dict[str, str]:
     env = {
         k: v
@@ -372,6 +388,12 @@ class PatroniCluster:
                 except StackError as exc:
                     failures.append(f"{node.name}: {exc}")
         self.etcd.stop()
+        left = _processes_naming(self.base)
+        if left:  # a program of the cluster the stops above missed: kill it, and say so
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            failures.append(f"processes left running, killed: {left}")
         if failures:
             raise PatroniError("could not stop:\n" + "\n".join(failures))
 
