@@ -35,7 +35,7 @@ from janua_backup.localfs import atomic_write
 from janua_backup.pg import recovery
 from janua_backup.pg.command_line import check_fits
 from janua_backup.pg.wal import WalSegment
-from janua_backup.repository import catalog, marker, window
+from janua_backup.repository import catalog, marker, window, window_end
 from janua_backup.repository.manifest import ROOT_PATHS, Manifest
 from janua_backup.repository.select import Choice, Target, choose
 from janua_backup.repository.transfer import Progress
@@ -107,10 +107,12 @@ def prepare(settings: Settings, request: RestoreRequest) -> tuple[Choice, Restor
     marker.check_key(repo, found)
     manifests = catalog.list_backups(repo)
     index = window.load_index(repo, found.wal_segment_size)
-    pairs = [
-        (m, window.compute(m, index, requested_timeline=request.requested_timeline))
+    windows = [
+        window.compute(m, index, requested_timeline=request.requested_timeline)
         for m in manifests
     ]
+    windows = window_end.settle(repo, index, windows, found.wal_segment_size)
+    pairs = list(zip(manifests, windows, strict=True))
     choice = choose(pairs, request.target, request.backup_id)
     m = choice.manifest
     locations = _tablespace_locations(m, request.tablespace_dir)

@@ -35,6 +35,7 @@ def build_request(
     backup_id: str | None,
     standby: bool,
     delta: bool = False,
+    latest: bool = False,
 ) -> RestoreRequest:
     options = {
         "--target-time": target_time,
@@ -56,6 +57,7 @@ def build_request(
             "--target-xid": target_xid,
             "--target-name": target_name,
             "--target immediate": "immediate" if immediate else None,
+            "--target latest": "latest" if latest else None,
         }.items()
         if v
     }
