@@ -108,8 +108,7 @@ def prepare(settings: Settings, request: RestoreRequest) -> tuple[Choice, Restor
     manifests = catalog.list_backups(repo)
     index = window.load_index(repo, found.wal_segment_size)
     windows = [
-        window.compute(m, index, requested_timeline=request.requested_timeline)
-        for m in manifests
+        window.compute(m, index, requested_timeline=request.requested_timeline) for m in manifests
     ]
     windows = window_end.settle(repo, index, windows, found.wal_segment_size)
     pairs = list(zip(manifests, windows, strict=True))

@@ -36,6 +36,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from janua_backup.pg.control import crc32c
 from janua_backup.pg.wal import Lsn
 
 _PAGE_HEADER = struct.Struct("<HHIQI")  # xlp_magic, xlp_info, xlp_tli, xlp_pageaddr, xlp_rem_len
@@ -186,6 +187,7 @@ class _Walk:
                 pos = self._continue(page, pos, found)
             elif info & XLP_FIRST_IS_OVERWRITE_CONTRECORD:
                 self.partial = None  # the torn record was abandoned; records start afresh here
+                self.prev_lsn = None  # and the next one's xl_prev is not ours to predict
             else:
                 self.done = True
         if not self.done and self.partial is None:
@@ -338,25 +340,3 @@ def _block_header(record: bytes, off: int, datatotal: int, compressed: int) -> t
     if not fork_flags & BKPBLOCK_SAME_REL:
         off += 12  # RelFileNode
     return off + 4, datatotal  # BlockNumber
-
-
-def _crc_table() -> list[int]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-        table.append(crc)
-    return table
-
-
-_CRC32C_TABLE = _crc_table()
-
-
-def crc32c(data: bytes) -> int:
-    """CRC-32C (Castagnoli), PostgreSQL's ``pg_crc32c``; for small inputs only."""
-    crc = 0xFFFFFFFF
-    table = _CRC32C_TABLE
-    for byte in data:
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
