@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from janua_backup.commands.backup import BackupResult
@@ -148,7 +149,10 @@ def info(result: InfoResult, as_json: bool) -> None:
     for b in result.backups:
         m, w = b.manifest, b.window
         span = (
-            f"{utc(w.earliest_time)} .. {utc(w.latest_time)}"
+            # The end to the microsecond: it is the last archived commit, and a
+            # target time must be strictly before it.
+            f"{utc(w.earliest_time)} .. {_to_the_microsecond(w.latest_time)} "
+            + ("(last commit)" if w.latest_time != w.earliest_time else "(no commit archived)")
             if w.restorable
             else f"NOT RESTORABLE: WAL {w.missing_segment} missing"
         )
@@ -254,3 +258,7 @@ class ProgressMeter:
     def close(self) -> None:
         if self.enabled and self.done:
             sys.stderr.write("\n")
+
+
+def _to_the_microsecond(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%fZ") if value else "-"

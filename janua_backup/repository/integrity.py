@@ -50,7 +50,7 @@ from janua_backup.pg.wal import (
     classify,
 )
 from janua_backup.pipeline.stream import Digest
-from janua_backup.repository import catalog, layout, wal_archive, window
+from janua_backup.repository import catalog, layout, wal_archive, window, window_end
 from janua_backup.repository.manifest import FileEntry, Manifest, StoredObject
 from janua_backup.repository.objects import Repo
 from janua_backup.repository.reread import rereading
@@ -187,6 +187,7 @@ def check(
     if damaged_wal:  # a damaged segment is a gap: walk again without it
         index = _without(index, damaged_wal)
         paths = {m.backup_id: _paths(m, index) for m in manifests}
+    paths = _settled(repo, index, paths, segment_size)
     for m in manifests:
         problems += _wal_problems(m, paths[m.backup_id], damaged_wal)
     return RepoCheck(
@@ -337,6 +338,15 @@ def _paths(manifest: Manifest, index: WalIndex) -> list[_Path]:
             )
         )
     return paths
+
+
+def _settled(
+    repo: Repo, index: WalIndex, paths: dict[str, list[_Path]], segment_size: int
+) -> dict[str, list[_Path]]:
+    """Each path's window up to its last archived commit, as `list` and `restore` say."""
+    flat = [p for ps in paths.values() for p in ps]
+    ends = iter(window_end.settle(repo, index, [p.window for p in flat], segment_size))
+    return {k: [replace(p, window=next(ends)) for p in ps] for k, ps in paths.items()}
 
 
 def _wal_problems(manifest: Manifest, paths: Sequence[_Path], damaged: set[str]) -> list[Problem]:
