@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from janua_backup.errors import ObjectNotFound
-from janua_backup.pg.wal import TimelineHistory, WalSegment
+from janua_backup.pg.wal import Lsn, TimelineHistory, WalSegment
 from janua_backup.pg.walrecords import POSTGRES_EPOCH, xact_records
 from janua_backup.repository import layout
 from janua_backup.repository.objects import Repo
@@ -81,7 +81,7 @@ def _settled(
         name = WalSegment.from_number(tli, number, size).name
         if (name, following) not in scans:
             try:
-                scans[(name, following)] = _scan(repo, name, head)
+                scans[(name, following)] = _scan(repo, name, head, Lsn((number + 1) * size))
             except ObjectNotFound:
                 break  # expired while we looked: nothing older is on this path anyway
         scan = scans[(name, following)]
@@ -99,9 +99,10 @@ def _settled(
     return replace(w, latest_time=w.earliest_time)
 
 
-def _scan(repo: Repo, name: str, following_head: bytes) -> _Scan:
+def _scan(repo: Repo, name: str, following_head: bytes, end: Lsn) -> _Scan:
     """Reads segment ``name`` to its end (its checks complete with the last byte),
-    followed by the first bytes of the next one to finish a record crossing into it."""
+    followed by the first bytes of the next one to finish a record crossing into it;
+    records starting at ``end`` or later belong to the next segment's own scan."""
     head = bytearray()
 
     def chunks() -> Iterator[bytes]:
@@ -114,7 +115,7 @@ def _scan(repo: Repo, name: str, following_head: bytes) -> _Scan:
 
     source = chunks()
     maxima: list[tuple[int, int]] = []
-    for record in xact_records(source):
+    for record in xact_records(source, stop_lsn=end):
         while maxima and maxima[-1][1] <= record.time_us:
             maxima.pop()  # commit times can go backwards; only the newest from here on counts
         maxima.append((record.lsn.value, record.time_us))

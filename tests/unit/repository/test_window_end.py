@@ -87,3 +87,82 @@ def test_the_search_back_is_bounded() -> None:
     commits[3] = T0 + timedelta(minutes=2)  # one segment too far back
     w = settled(repo, archive(repo, commits))
     assert w.latest_time == w.earliest_time
+
+
+def header_bytes(offset: int) -> int:
+    """The page header's size at ``offset`` (from a segment boundary)."""
+    return 40 if offset % SEG == 0 else 24
+
+
+def advance(pos: int, n: int) -> int:
+    """Where ``n`` record bytes written from ``pos`` end, page headers skipped."""
+    while n:
+        if pos % PAGE == 0:
+            pos += header_bytes(pos)
+        step = min(n, PAGE - pos % PAGE)
+        pos, n = pos + step, n - step
+    return pos
+
+
+def filler(prev_lsn: int, length: int) -> bytes:
+    """A record of ``length`` bytes that is no transaction's end (XLOG, checkpoint info)."""
+    return struct.pack("<IIQBB2xI", length, 0, prev_lsn, 0x10, 0, 0).ljust(length, b"\0")
+
+
+def lay_out(first: int, count: int, records: list[tuple[int, bytes]]) -> list[bytes]:
+    """Segments ``first``.. holding ``records`` (offset from the first segment's start,
+    bytes) with every page header PostgreSQL writes, contrecord flags included."""
+    buf = bytearray(count * SEG)
+    spans: list[tuple[int, int]] = []  # (start, end) of each record's bytes, headers skipped
+    for offset, data in records:
+        pos, left = offset, data
+        while left:
+            if pos % PAGE == 0:
+                pos += header_bytes(pos)
+            step = min(len(left), PAGE - pos % PAGE)
+            buf[pos : pos + step] = left[:step]
+            pos, left = pos + step, left[step:]
+        spans.append((offset, pos))
+    for page in range(count * SEG // PAGE):
+        base = page * PAGE
+        crossing = [s for s in spans if s[0] < base < s[1]]
+        rem = advance_back(base, crossing[0][1]) if crossing else 0
+        info = (0x0002 if base % SEG == 0 else 0) | (0x0001 if rem else 0)
+        addr = first * SEG + base
+        if base % SEG == 0:
+            head = struct.pack("<HHIQI4xQII", PAGE_MAGIC[15], info, 1, addr, rem, 42, SEG, PAGE)
+        else:
+            head = struct.pack("<HHIQI4x", PAGE_MAGIC[15], info, 1, addr, rem)
+        buf[base : base + len(head)] = head
+    return [bytes(buf[i * SEG : (i + 1) * SEG]) for i in range(count)]
+
+
+def advance_back(page_start: int, end: int) -> int:
+    """Record bytes from ``page_start``'s payload up to ``end``: its xlp_rem_len."""
+    total, pos = 0, page_start
+    while pos < end:
+        pos += header_bytes(pos) if pos % PAGE == 0 else 0
+        step = min(end - pos, PAGE - pos % PAGE)
+        total, pos = total + step, pos + step
+    return total
+
+
+def test_a_commit_crossing_into_the_last_segment_is_found_from_the_one_before() -> None:
+    repo = memory_repo()
+    commit = T0 + timedelta(minutes=4, microseconds=5)
+    # One record fills segment 3 up to 16 bytes before its end; the commit after it
+    # (34 bytes) starts there and ends in segment 4, which holds nothing else.
+    length = (SEG - 16 - 40) - (SEG // PAGE - 1) * 24  # less every short page header
+    assert advance(40, length) == SEG - 16
+    base = 3 * SEG
+    records = [(40, filler(base - 0x100, length)), (SEG - 16, commit_record(base + 40, commit))]
+    three, four = lay_out(3, 2, records)
+    assert struct.unpack_from("<H", four, 2)[0] & 0x0001  # segment 4 opens with its tail
+    listed = [ArchivedWal(WalSegment.from_number(1, 2, SEG).name, SEG, T0)]
+    repo.put_bytes(layout.wal_key(listed[0].name), segment(2, None))
+    for number, data in ((3, three), (4, four)):
+        name = WalSegment.from_number(1, number, SEG).name
+        repo.put_bytes(layout.wal_key(name), data)
+        listed.append(ArchivedWal(name, SEG, T0 + timedelta(hours=1)))
+    index = window.WalIndex.build(listed, {}, SEG)
+    assert settled(repo, index).latest_time == commit
