@@ -6,7 +6,7 @@ Only this module turns results into text; commands return dataclasses.
 from __future__ import annotations
 
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from janua_backup.commands.backup import BackupResult
@@ -57,7 +57,11 @@ def _span(w: Window) -> str:
             f"pick with --target-timeline ({picks})"
         )
     if w.restorable:
-        return f"{utc(w.earliest_time)} .. {utc(w.latest_time)}"
+        # The end to the microsecond: it is the last archived commit, and a target
+        # time must be strictly before it.
+        return f"{utc(w.earliest_time)} .. {_to_the_microsecond(w.latest_time)} " + (
+            "(last commit)" if w.latest_time != w.earliest_time else "(no commit archived)"
+        )
     return f"NOT RESTORABLE: WAL {w.missing_segment} missing"
 
 
@@ -263,3 +267,7 @@ def restore(result: RestoreResult, as_json: bool) -> None:
         print(f"  wrote {path}")
     print(f"PostgreSQL will replay WAL to the {p.target} when started:")
     print(f"  {result.start_command}")
+
+
+def _to_the_microsecond(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%fZ") if value else "-"
