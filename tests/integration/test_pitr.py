@@ -104,3 +104,22 @@ def test_restore_to_time_between_commits_and_to_end_of_archive(
     assert janua.ids(restored_end) == list(range(1, 16))
     notes = restored_end.sql("SELECT note FROM items WHERE id = 15")
     assert notes == [("row 15",)]
+    restored_end.stop()
+
+    # --quiet: nothing but warnings on success, on stdout or stderr (cron mails any output).
+    for args in (
+        ["backup"],
+        ["check"],
+        [
+            "restore",
+            "--pgdata",
+            str(pg_factory.empty_dir() / "quiet"),
+            "--target-time",
+            target_text,
+        ],
+        ["expire", "--dry-run"],
+    ):
+        done = janua.ok(janua.run(janua_exe, config, "--quiet", *args))
+        assert done.stdout == "", args
+        said = [line for line in done.stderr.splitlines() if " WARNING janua_backup." not in line]
+        assert said == [], args  # warnings still reach cron; no plan, no progress, no result
