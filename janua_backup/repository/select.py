@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from janua_backup.errors import InputError, TargetOutOfRange
 from janua_backup.pg.wal import Lsn
@@ -50,7 +50,10 @@ def describe_windows(windows: Sequence[Window]) -> str:
 def _iso(value: datetime | None) -> str:
     if value is None:
         return "?"
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if value.microsecond else "%Y-%m-%dT%H:%M:%SZ")
+    # output.format.utc(exact=True)'s form: what people read everywhere, and what
+    # --target-time takes back as it is.
+    u = value.astimezone(UTC)
+    return u.strftime("%Y-%m-%d %H:%M:%S.%fZ" if u.microsecond else "%Y-%m-%d %H:%M:%SZ")
 
 
 def choose(

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from janua_backup.output.format import utc
 from tests.integration import janua
 from tests.integration.janua import RepoSpec
 
@@ -72,7 +73,8 @@ def test_a_target_after_the_last_archived_commit_is_refused_before_anything_is_w
             janua_exe, archived.config, "restore", "--pgdata", str(refused_dir),
             "--target-time", iso(target),
         )  # fmt: skip
-        janua.one_line_error(done, 5, iso(last_commit), "--target latest")
+        said = utc(last_commit, exact=True)  # the people's form, as every output
+        janua.one_line_error(done, 5, said, "--target latest")
         assert janua.tree_snapshot(refused_dir) == before
 
 

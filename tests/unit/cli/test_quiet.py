@@ -103,3 +103,11 @@ def test_quiet_restore_does_not_print_the_resolved_target_time(
     lines = done.stderr.splitlines()
     assert [line for line in lines if " WARNING janua_backup." not in line] == [lines[-1]]
     assert lines[-1].startswith("janua-backup: error: target time ")
+
+
+def test_a_refused_target_names_times_in_the_form_target_time_takes_back(
+    config: Path, tmp_path: Path
+) -> None:
+    args = ["restore", "--target-time", "2026-11-25 13:00:00Z", "--pgdata", str(tmp_path / "d")]
+    message = run(config, *args).stderr.splitlines()[-1]
+    assert "target time 2026-11-25 13:00:00Z is not before 2026-11-25 12:00:30Z" in message

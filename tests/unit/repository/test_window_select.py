@@ -70,4 +70,4 @@ def test_a_time_target_must_be_strictly_before_the_last_archived_commit() -> Non
     for after in (last_commit, last_commit + timedelta(seconds=1)):
         with pytest.raises(TargetOutOfRange, match="--target latest") as refused:
             choose(pairs, Target("time", time=after))
-        assert last_commit.strftime("%Y-%m-%dT%H:%M:%S") in refused.value.message
+        assert last_commit.strftime("%Y-%m-%d %H:%M:%S") in refused.value.message
