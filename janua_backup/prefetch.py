@@ -114,7 +114,8 @@ t=$d/{REQUEST_FILE}.new.$$
 [ -f "$d/$1" ] && [ ! -h "$d/$1" ] && printf %s "$1" > "$t" &&
     mv -f "$t" "$d/{REQUEST_FILE}" &&
     mv -f "$d/$1" "$2" || exit 1
-echo "janua-backup: INFO: wal-fetch name=$1 source=prefetch (shell)" >&2
+echo "$(date -u '+%Y-%m-%d %H:%M:%SZ') INFO janua_backup.prefetch:" \
+    "wal-fetch name=$1 source=prefetch (shell)" >&2
 """
 
 

@@ -234,7 +234,8 @@ while :; do
     if [ -f "$d/$1{OK_SUFFIX}" ]; then
         if read -r size mtime inode outcome < "$d/$1{OK_SUFFIX}" &&
             [ "$size $mtime $inode" = "$(stat -c '%s %.9Y %i' "$2" | tr -d .)" ]; then
-            echo "janua-backup: INFO: wal-push name=$1 outcome=$outcome mode=async (shell)" >&2
+            echo "$(date -u '+%Y-%m-%d %H:%M:%SZ') INFO janua_backup.spool:" \
+                "wal-push name=$1 outcome=$outcome mode=async (shell)" >&2
             exit 0
         fi
         exit 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -53,6 +54,10 @@ def test_a_spooled_segment_is_renamed_into_place_and_requested(tmp_path: Path) -
     assert not (where / NAME).exists()
     assert (where / "request").read_text() == NAME  # no newline: the prefetcher reads a name
     assert f"wal-fetch name={NAME} source=prefetch" in done.stderr
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ INFO janua_backup.prefetch: wal-fetch .*\n",
+        done.stderr,
+    )
 
 
 def test_a_miss_runs_the_fallback_and_keeps_its_exit_status(tmp_path: Path) -> None:

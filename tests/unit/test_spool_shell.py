@@ -4,6 +4,7 @@ exit 0 only for an ``.ok`` of this very file, everything else to ``wal-push``.""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -60,6 +61,10 @@ def test_an_ok_of_this_very_file_exits_0_without_wal_push(tmp_path: Path) -> Non
     done = run(tmp_path, "exit 9")
     assert done.returncode == 0, done.stderr
     assert f"wal-push name={NAME} outcome=already archived mode=async (shell)" in done.stderr
+    # A text log line as the program writes them: UTC timestamp, level, logger.
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ INFO janua_backup.spool: wal-push .*\n", done.stderr
+    )
     assert (status_dir(tmp_path) / f"{NAME}.ok").exists()  # left for the worker to prune
 
 
