@@ -14,7 +14,7 @@ from janua_backup.commands.common import open_repo
 from janua_backup.config import Settings
 from janua_backup.errors import InputError
 from janua_backup.pg.wal import Lsn, WalSegment
-from janua_backup.repository import catalog, drills, marker, pins, window
+from janua_backup.repository import catalog, drills, marker, pins, window, window_end
 from janua_backup.repository.drills import DrillReport
 from janua_backup.repository.manifest import Manifest
 from janua_backup.repository.objects import Repo
@@ -81,17 +81,19 @@ def run(settings: Settings, backup_id: str | None = None) -> InfoResult:
     index = window.load_index(repo, found.wal_segment_size)
     reports = drills.latest(repo)
     kept = pins.pinned(repo)
+    windows = [window.compute(m, index) for m in manifests.values()]
+    windows = window_end.settle(repo, index, windows, found.wal_segment_size)
     backups = [
         BackupInfo(
             m,
-            window.compute(m, index),
+            w,
             reports.get(m.backup_id),
             m.backup_id in kept,
             pins.reason(repo, m.backup_id) if m.backup_id in kept else None,
             _chain(repo, m, manifests),
             tuple(drills.history(repo, m.backup_id)) if backup_id is not None else (),
         )
-        for m in manifests.values()
+        for m, w in zip(manifests.values(), windows, strict=True)
     ]
     names = sorted(w.name for w in index.segments.values())
     tlis = {tli for tli, _ in index.segments} | set(index.histories)
