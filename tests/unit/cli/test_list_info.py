@@ -15,7 +15,9 @@ from click.testing import CliRunner
 
 from janua_backup.cli import cli
 from janua_backup.commands.common import open_repo
+from janua_backup.commands.verify import DrillResult
 from janua_backup.config import RepoSettings, Settings
+from janua_backup.output import verify
 from janua_backup.repository import catalog, drills, marker, pins
 from janua_backup.repository.drills import DrillCheck, DrillReport
 from janua_backup.repository.manifest import Manifest
@@ -168,6 +170,21 @@ def test_json_has_a_format_version_and_the_system_identifier_as_a_string(
     assert one["window"]["restorable"] and one["wal_needed"] == {"first": seg(6), "last": seg(6)}
 
 
-def test_every_json_output_carries_the_format_version(repo_url: str) -> None:
+def test_every_json_output_carries_the_format_version(
+    repo_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     expired = run_json(repo_url, "expire", "--dry-run")
     assert expired["dry_run"] is True
+    # The drill report was printed as stored, without the version, until now.
+    verify.render(DrillResult(drill(INCR2), "verify/x.json", None), as_json=True)
+    printed = json.loads(capsys.readouterr().out)
+    assert next(iter(printed)) == "format_version" and printed["report_key"] == "verify/x.json"
+
+
+def test_an_empty_repository_says_so(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    url = f"file://{tmp_path / 'empty'}"
+    assert "no backups yet" in run(url, "list")
+    assert "empty: no WAL archived and no backup taken yet" in run(url, "info")
+    shown = run_json(url, "info")
+    assert shown["system_identifier"] is None and shown["backups"] == []
