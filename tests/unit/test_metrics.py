@@ -11,6 +11,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from janua_backup.metrics import ArchiverStats, LastBackup, LastDrill, Metrics
+from tests import promtool
 
 ALERTS = Path(__file__).resolve().parents[2] / "policies" / "prometheus-alerts.yml"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -46,7 +47,11 @@ def full() -> Metrics:
 def test_a_fresh_daemon_exposes_what_it_knows_and_nothing_made_up() -> None:
     metrics = Metrics(clock=lambda: 1000.0)
     metrics.track(["backup", "check"])
-    assert samples(metrics) == {
+    found = samples(metrics)
+    ((build, labels),) = [key for key in found if key[0] == "janua_backup_build_info"]
+    assert found.pop((build, labels)) == 1.0
+    assert [name for name, _ in labels] == ["python", "version"]
+    assert found == {
         ("janua_backup_daemon_start_timestamp_seconds", ()): 1000.0,
         ("janua_backup_job_failures_total", (("task", "backup"),)): 0.0,
         ("janua_backup_job_failures_total", (("task", "check"),)): 0.0,
@@ -64,8 +69,8 @@ def test_every_figure_once_known() -> None:
     assert value(metrics, "last_drill_passed") == 1
     assert value(metrics, "last_drill_timestamp_seconds") == 3000.0
     assert value(metrics, "last_drill_duration_seconds") == 40.0
-    assert value(metrics, "wal_archived_count") == 7
-    assert value(metrics, "wal_failed_count") == 1
+    assert value(metrics, "wal_archived_total") == 7
+    assert value(metrics, "wal_failed_total") == 1
     assert value(metrics, "wal_last_archived_timestamp_seconds") == 2500.0
     assert value(metrics, "wal_last_failed_timestamp_seconds") == 2400.0
     assert value(metrics, "wal_ready_segments") == 3
@@ -104,11 +109,43 @@ def test_a_failed_drill_is_the_last_drill_but_not_a_success() -> None:
 def test_archiver_figures_vanish_when_postgresql_cannot_be_asked() -> None:
     metrics = Metrics()
     metrics.set_archiver(ArchiverStats(5, 0, None, None, None))
-    assert value(metrics, "wal_archived_count") == 5
+    assert value(metrics, "wal_archived_total") == 5
     assert value(metrics, "wal_last_archived_timestamp_seconds") is None  # never archived
     assert value(metrics, "wal_ready_segments") is None  # the role may not look
     metrics.set_archiver(None)
-    assert value(metrics, "wal_archived_count") is None
+    assert value(metrics, "wal_archived_total") is None
+
+
+def test_build_info_names_the_installed_version_and_python() -> None:
+    import platform
+    from importlib.metadata import version
+
+    expected = (("python", platform.python_version()), ("version", version("janua-backup")))
+    assert samples(Metrics())[("janua_backup_build_info", expected)] == 1.0
+
+
+def test_pg_stat_archiver_counts_are_counters_with_the_servers_value() -> None:
+    """Counters, so rate() works and a statistics reset reads as a counter reset."""
+    families = {
+        family.name: family for family in text_string_to_metric_families(full().render().decode())
+    }
+    for name, expected in (("wal_archived", 7.0), ("wal_failed", 1.0)):
+        family = families["janua_backup_" + name]
+        assert family.type == "counter"
+        assert [(s.name, s.value) for s in family.samples] == [
+            (f"janua_backup_{name}_total", expected)
+        ]
+    assert "janua_backup_wal_archived_count" not in families
+
+
+def test_promtool_accepts_the_exposition() -> None:
+    """Every figure known (and a node role): what Prometheus' own linter says of it."""
+    metrics = full()
+    metrics.set_role("standby")
+    exposition = metrics.render().decode()
+    assert "janua_backup_node_role" in exposition
+    result = promtool.check_metrics(exposition)
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
 
 
 def test_the_endpoint_serves_the_same_text() -> None:
