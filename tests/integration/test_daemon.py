@@ -181,7 +181,7 @@ def test_daemon_backs_up_serves_metrics_and_stops_cleanly_in_the_middle_of_a_bac
     assert metrics["janua_backup_wal_ready_segments"] >= 0  # a superuser may list them
     assert metrics["janua_backup_repository_size_bytes"] > 0  # listed at start: WAL
     assert "janua_backup_last_drill_passed" not in metrics  # no drill ever ran: absent
-    assert metrics["janua_backup_node_role{role=\"primary\"}"] == 1
+    assert metrics['janua_backup_node_role{role="primary"}'] == 1
     if promtool.available():  # CI installs it: Prometheus' linter on a real daemon's scrape
         linted = promtool.check_metrics(exposition(port))
         assert (linted.returncode, linted.stdout + linted.stderr) == (0, "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -187,7 +188,8 @@ def test_alerts_use_only_metrics_the_daemon_exposes() -> None:
     for rule in rules():
         for name in re.findall(r"\bjanua_backup_[a-z_]+", rule["expr"]):
             assert name in exposed, (rule["alert"], name)
-        assert 'job="' not in rule["expr"], "the daemon's label is task, not job"
+        # The daemon's label is task; job is Prometheus' own (up{job=...} only).
+        assert not re.search(r"janua_backup_[a-z_]+\{[^}]*\bjob=", rule["expr"]), rule["alert"]
 
 
 def test_the_four_kinds_of_alert_are_there() -> None:
@@ -214,3 +216,30 @@ def test_the_node_role_is_a_state_set_absent_until_known() -> None:
     assert value(metrics, "node_role", role="standby") == 0.0
     metrics.set_role(None)  # PostgreSQL could not be asked
     assert value(metrics, "node_role", role="primary") is None
+
+
+def test_every_alert_but_the_no_target_one_keeps_the_instance() -> None:
+    """Per target: an alert that aggregates the instance away (absent(), sum without
+    by(instance)) cannot say which host; only the nothing-scraped rule may."""
+    for rule in rules():
+        if rule["alert"] == "PostgreSQLBackupDaemonsAbsent":
+            assert rule["expr"].strip() == 'absent(up{job="janua-backup"})'
+            continue
+        assert "absent(" not in rule["expr"], rule["alert"]
+        assert not re.search(r"\b(sum|max|min|avg|count)\b", rule["expr"]), rule["alert"]
+        assert "$labels.instance" in rule["annotations"]["description"], rule["alert"]
+
+
+def test_promtool_checks_the_rules_and_their_unit_tests() -> None:
+    """``promtool test rules``: series in, alerts out per target (tests/promtool/*.yml)."""
+    tool = promtool.promtool()
+    checked = subprocess.run(
+        [tool, "check", "rules", str(promtool.ALERTS)], capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tests = sorted(str(path) for path in promtool.HERE.glob("*.yml"))
+    assert tests
+    ran = subprocess.run(
+        [tool, "test", "rules", *tests], capture_output=True, text=True, check=False
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
