@@ -106,7 +106,7 @@ def test_incremental_chain_restores_exact_rows_and_fails_loudly_without_its_full
     assert janua.ids(restored) == list(range(1, 18))
     restored.stop()
 
-    checked = janua.run_json(janua_exe, config, "verify", "--repo", "--jobs", "2")
+    checked = janua.run_json(janua_exe, config, "verify", "--repository-only", "--jobs", "2")
     assert checked["ok"], checked["problems"]
     assert [b["objects_failed"] for b in checked["backups"]] == [0, 0, 0]
 
@@ -122,6 +122,6 @@ def test_incremental_chain_restores_exact_rows_and_fails_loudly_without_its_full
     )
     janua.one_line_error(done, 14, f"of backup {full['backup_id']}, which is missing")
     assert janua.tree_snapshot(broken_dir) in (["<absent>"], [])
-    done = janua.run(janua_exe, config, "verify", "--repo")
+    done = janua.run(janua_exe, config, "verify", "--repository-only")
     janua.one_line_error(done, 40, "is missing")
     assert "NOT RESTORABLE" in done.stdout

@@ -119,7 +119,7 @@ def test_switchover_continues_wal_on_timeline_2_and_pitr_is_exact_on_both_sides(
     assert newest.startswith("00000002"), newest
 
     # The archive continues on timeline 2 without a gap, seen from either node's config.
-    report = janua.run_json(janua_exe, node1.config, "verify", "--repo")
+    report = janua.run_json(janua_exe, node1.config, "verify", "--repository-only")
     assert report["ok"] and report["problems"] == [], report
     (checked,) = report["backups"]
     assert checked["backup_id"] == backup["backup_id"] and checked["restorable"], checked
