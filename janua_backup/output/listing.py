@@ -11,7 +11,7 @@ from typing import Any
 
 from janua_backup.commands.info import BackupInfo, InfoResult
 from janua_backup.output import _span, drill_json, window_json
-from janua_backup.output.format import age, emit_json, size, utc
+from janua_backup.output.format import age, emit_json, rfc3339, size, utc
 from janua_backup.repository.drills import DrillReport
 
 
@@ -185,8 +185,8 @@ def _backup_json(b: BackupInfo) -> dict[str, Any]:
         "backup_id": m.backup_id,
         "type": m.backup_type,
         "depends_on": m.depends_on,
-        "start_time": m.start_time.isoformat(),
-        "stop_time": m.stop_time.isoformat(),
+        "start_time": rfc3339(m.start_time),
+        "stop_time": rfc3339(m.stop_time),
         "start_lsn": str(m.start_lsn),
         "stop_lsn": str(m.stop_lsn),
         "timeline": m.timeline,
