@@ -47,10 +47,12 @@ def backup(
         context().settings(backup={"jobs": jobs}), compression, level
     )
     meter = output.ProgressMeter(0, "backup", quiet=context().quiet)
-    result = command.run(
-        settings, progress=meter, keep=keep, backup_type=backup_type, expect=meter.expect
-    )
-    meter.close()
+    try:
+        result = command.run(
+            settings, progress=meter, keep=keep, backup_type=backup_type, expect=meter.expect
+        )
+    finally:
+        meter.close()  # an error's line must not land on the progress line either
     output.backup(result, as_json)
 
 

@@ -125,6 +125,8 @@ def restore(
     if not quiet:
         output.plan(plan, as_json)
     meter = output.ProgressMeter(plan.fetch_bytes, "restore", quiet=quiet)
-    result = command.execute(settings, request, choice, plan, progress=meter)
-    meter.close()
+    try:
+        result = command.execute(settings, request, choice, plan, progress=meter)
+    finally:
+        meter.close()  # an error's line must not land on the progress line either
     output.restore(result, as_json)
