@@ -275,13 +275,20 @@ AWS_FALLBACKS: dict[tuple[str, str], tuple[str, ...]] = {
     ("s3", "profile"): ("AWS_PROFILE",),
 }
 
+# Generic variables of the user's shell, not janua-backup's: the config file names its
+# cluster on purpose, so a PGDATA left in the shell fills a gap but never switches the
+# cluster the file names (check said ok while backup read another cluster).
+FILE_WINS_OVER: frozenset[str] = frozenset({"PGDATA"})
+
 
 def load(
     config_path: str | None,
     environ: Mapping[str, str],
     overrides: Mapping[str, Mapping[str, object]] | None = None,
 ) -> Settings:
-    """File, then environment, then flags (``overrides``: section -> key -> value)."""
+    """File, then environment, then flags (``overrides``: section -> key -> value).
+
+    Except the variables in ``FILE_WINS_OVER``: the file wins over those."""
     path = config_path or environ.get("JANUA_BACKUP_CONFIG")
     raw: dict[str, dict[str, object]] = {name: {} for name in _SECTIONS}
     abs_path: str | None = None
@@ -292,6 +299,8 @@ def load(
         for section, values in from_file.items():
             raw[section].update(values)
     for var, (section, key) in ENV_VARS.items():
+        if var in FILE_WINS_OVER and from_file.get(section, {}).get(key) is not None:
+            continue
         if environ.get(var):
             raw[section][key] = environ[var]
     passphrase_env = raw["encryption"].get("passphrase_env")

@@ -16,10 +16,22 @@ build as many ``Metrics`` as they like.
 
 Label ``task``, not ``job``: Prometheus sets ``job`` on every series from the
 scrape configuration and would rename ours to ``exported_job``.
+
+Names follow Prometheus' conventions, so ``promtool check metrics`` passes (a test
+holds it): the unit in the name (``_seconds``, ``_bytes``), ``_total`` on counters
+only, and ``janua_backup_build_info{version,python} 1`` to say what runs.
+``pg_stat_archiver``'s ``archived_count``/``failed_count`` are the server's own
+counters, so they are exposed as counters (``janua_backup_wal_archived_total``,
+``..._failed_total``) with the server's cumulative value, as the exporter guide
+asks for counters taken from another system: ``rate()``/``increase()`` then work,
+and a statistics reset reads as a counter reset, which they already handle. A
+gauge named ``..._count`` was neither (promtool refuses the suffix outside
+histograms and summaries).
 """
 
 from __future__ import annotations
 
+import platform
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -31,6 +43,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 PREFIX = "janua_backup_"
+ROLES = ("primary", "standby")  # pg.stats.ROLES; this module imports nothing of janua_backup
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +74,7 @@ class ArchiverStats:
 
 @dataclass(frozen=True, slots=True)
 class _State:
+    build: tuple[str, str]  # janua-backup's version, Python's
     started: float
     success: dict[str, float]
     failures: dict[str, int]
@@ -68,6 +82,7 @@ class _State:
     drill: LastDrill | None
     archiver: ArchiverStats | None
     repository_bytes: int | None
+    role: str | None
 
 
 class Metrics:
@@ -75,6 +90,7 @@ class Metrics:
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._lock = threading.Lock()
+        self._build = (_version(), platform.python_version())
         self._started = clock()
         self._success: dict[str, float] = {}
         self._failures: dict[str, int] = {}
@@ -82,6 +98,7 @@ class Metrics:
         self._drill: LastDrill | None = None
         self._archiver: ArchiverStats | None = None
         self._repository_bytes: int | None = None
+        self._role: str | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_Collector(self.snapshot))
 
@@ -123,9 +140,16 @@ class Metrics:
         with self._lock:
             self._repository_bytes = size_bytes
 
+    def set_role(self, role: str | None) -> None:
+        """``primary`` or ``standby`` as PostgreSQL last said; ``None`` when it could not
+        be asked (the role of a node that does not answer is unknown, not its old one)."""
+        with self._lock:
+            self._role = role
+
     def snapshot(self) -> _State:
         with self._lock:
             return _State(
+                build=self._build,
                 started=self._started,
                 success=dict(self._success),
                 failures=dict(self._failures),
@@ -133,6 +157,7 @@ class Metrics:
                 drill=self._drill,
                 archiver=self._archiver,
                 repository_bytes=self._repository_bytes,
+                role=self._role,
             )
 
     def render(self) -> bytes:
@@ -166,6 +191,13 @@ class _Collector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         state = self._read()
+        build = GaugeMetricFamily(
+            PREFIX + "build_info",
+            "Always 1; the labels say which janua-backup and Python this daemon runs.",
+            labels=["version", "python"],
+        )
+        build.add_metric(list(state.build), 1.0)
+        yield build
         yield _gauge("daemon_start_timestamp_seconds", "When this daemon started.", state.started)
         success = GaugeMetricFamily(
             PREFIX + "last_success_timestamp_seconds",
@@ -186,12 +218,23 @@ class _Collector(Collector):
         yield from _backup(state.backup)
         yield from _drill(state.drill)
         yield from _archiver(state.archiver)
+        yield from _role(state.role)
         if state.repository_bytes is not None:
             yield _gauge(
                 "repository_size_bytes",
                 "Bytes stored under the repository (backups, WAL, reports).",
                 state.repository_bytes,
             )
+
+
+def _version() -> str:
+    """The installed distribution's version: the package metadata, read once per daemon."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("janua-backup")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
@@ -230,18 +273,34 @@ def _drill(drill: LastDrill | None) -> Iterator[Metric]:
     )
 
 
+def _role(role: str | None) -> Iterator[Metric]:
+    """One series per role, 1 for the node's current one (Prometheus' state-set shape:
+    ``janua_backup_node_role{role="primary"} == 1`` selects the primary's daemon)."""
+    if role is None:
+        return
+    family = GaugeMetricFamily(
+        PREFIX + "node_role",
+        "1 for the role this node's PostgreSQL has now (primary or standby), else 0.",
+        labels=["role"],
+    )
+    for name in ROLES:
+        family.add_metric([name], float(name == role))
+    yield family
+
+
 def _archiver(stats: ArchiverStats | None) -> Iterator[Metric]:
     if stats is None:
         return
-    yield _gauge(
-        "wal_archived_count",
-        "WAL files archived since the statistics reset (pg_stat_archiver).",
-        stats.archived_count,
+    # The server's cumulative counts, as counters (see the module docstring).
+    yield CounterMetricFamily(
+        PREFIX + "wal_archived",
+        "WAL files archived since the statistics reset (pg_stat_archiver.archived_count).",
+        value=stats.archived_count,
     )
-    yield _gauge(
-        "wal_failed_count",
-        "Failed WAL archiving attempts since the statistics reset (pg_stat_archiver).",
-        stats.failed_count,
+    yield CounterMetricFamily(
+        PREFIX + "wal_failed",
+        "Failed WAL archiving attempts since the statistics reset (pg_stat_archiver.failed_count).",
+        value=stats.failed_count,
     )
     if stats.last_archived is not None:
         yield _gauge(

@@ -137,7 +137,7 @@ def main() -> int:
             'database = "postgres"\nquery = "SELECT count(*) FROM orders"\nmin = 8\n'
         )
         janua(config, "verify", "--policy", str(policy), "--target-time", target, "--amcheck")
-        janua(config, "verify", "--repo")
+        janua(config, "verify", "--repository-only")
         janua(config, "list")
         print("\nOK: backup, point-in-time restore and verification all passed.")
         return 0

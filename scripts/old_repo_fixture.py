@@ -126,7 +126,7 @@ def build(exe: Path, base: Path) -> dict[str, Any]:
     finally:
         cluster.stop("fast")
     listing = json.loads(janua(exe, config, "list", "--json"))
-    janua(exe, config, "verify", "--repo")
+    janua(exe, config, "verify", "--repository-only")
     assert [b["backup_id"] for b in listing["backups"]] == [full["backup_id"], incr["backup_id"]]
     assert rows == [[i, f"row {i}"] for i in range(1, 21)], rows
     return {

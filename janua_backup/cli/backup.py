@@ -55,18 +55,21 @@ def backup(
 @cli.command("list")
 @json_option
 def list_(as_json: bool) -> None:
-    """List backups with their sizes and recoverable windows."""
-    from janua_backup import output
+    """List backups: type, parent, sizes, last drill, pin and recoverable window."""
     from janua_backup.commands import info as command
+    from janua_backup.output import listing
 
-    output.info(command.run(context().settings()), as_json)
+    listing.listing(command.run(context().settings()), as_json)
 
 
 @cli.command()
 @click.argument("backup_id", required=False, callback=check_backup_id)
 @json_option
 def info(backup_id: str | None, as_json: bool) -> None:
-    """Show the repository, its WAL and each backup's recoverable window."""
+    """Show the repository (cluster, encryption, WAL, timelines) and its backups.
+
+    With BACKUP_ID: everything about that backup (parent chain, where it was
+    taken, WAL needed, window, pin reason, drills)."""
     from janua_backup import output
     from janua_backup.commands import info as command
 

@@ -1,4 +1,12 @@
-"""``verify``: the restore drill, and ``verify --repo``, the repository check."""
+"""``verify``: the restore drill, and ``verify --repository-only``, the repository check.
+
+The repository check was ``verify --repo``, a flag that shadowed the global
+``--repo URL`` once global options were accepted after the verb. It is now
+``--repository-only`` (pgBackRest users know ``verify`` as the check of the
+repository's objects; "only" says no drill runs). ``verify --repo`` without a
+URL still means the check, with a deprecation line on stderr; with a URL it is
+the global option.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +15,49 @@ from pathlib import Path
 
 import click
 
-from janua_backup.cli.app import FiniteRange, check_backup_id, cli, context, json_option
+from janua_backup.cli.app import (
+    FiniteRange,
+    check_backup_id,
+    cli,
+    context,
+    json_option,
+    remember_global,
+)
+
+_NO_URL = "\0repository-only"  # what a bare --repo (the old flag) parses to
+
+
+def _repo_or_old_flag(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> bool:
+    """``--repo URL`` is the global option; a bare ``--repo`` the old spelling of the check."""
+    urls = [value for value in values if value != _NO_URL]
+    if urls:
+        remember_global(ctx, "--repo", urls[-1])
+    if len(urls) == len(values):
+        return False
+    click.echo(
+        "janua-backup: warning: verify --repo without a URL is deprecated; "
+        "use verify --repository-only",
+        err=True,
+    )
+    return True
 
 
 @cli.command()
 @click.option(
-    "--repo",
+    "--repository-only",
     "repo_only",
     is_flag=True,
     help="Check the repository only: every object and the WAL chain; no PostgreSQL needed.",
+)
+@click.option(
+    "--repo",
+    "old_repo_flag",
+    is_flag=False,
+    flag_value=_NO_URL,
+    multiple=True,
+    callback=_repo_or_old_flag,
+    help="Repository URL (global option; wins over one before the verb). "
+    "Bare: old spelling of --repository-only.",
 )
 @click.option(
     "--backup-id",
@@ -51,6 +93,7 @@ from janua_backup.cli.app import FiniteRange, check_backup_id, cli, context, jso
 @json_option
 def verify(
     repo_only: bool,
+    old_repo_flag: bool,
     backup_id: str | None,
     target_time: str | None,
     timezone: str | None,
@@ -69,16 +112,16 @@ def verify(
     """Prove the backups restore; exit 40 if a problem is found.
 
     \b
-    Without --repo: a restore drill. The backup is restored into a scratch
+    Without --repository-only: a restore drill. The backup is restored into a scratch
     directory, a temporary PostgreSQL replays WAL to the target, the checks
     run (databases, the policy's queries, pg_amcheck, data checksums) and the
     report goes to stdout and into the repository. The scratch server and
     directory are removed afterwards, also on failure or Ctrl-C.
-    With --repo: every object and the WAL chain are read and checked.
+    With --repository-only: every object and the WAL chain are read and checked.
     """
     from janua_backup.errors import VerifyFailed
 
-    if repo_only:
+    if repo_only or old_repo_flag:
         from janua_backup.commands import verify_repo as command
         from janua_backup.output import verify_repo as report
 

@@ -24,8 +24,16 @@ def wal_push(wal_path: str) -> None:
 
 
 @cli.command("archive-command")
-def archive_command() -> None:
+@click.option(
+    "--value",
+    "value_only",
+    is_flag=True,
+    help="Print only the command, for ALTER SYSTEM SET archive_command or patroni.yml.",
+)
+def archive_command(value_only: bool) -> None:
     """Print the archive_command line for postgresql.conf, for this config.
+
+    With --value only the command itself, for ALTER SYSTEM or patroni.yml.
 
     With [wal] archive_async = true it starts with a shell test that exits 0
     for a segment the background worker has already stored, without starting
@@ -41,7 +49,8 @@ def archive_command() -> None:
             "archive-command needs --config (or JANUA_BACKUP_CONFIG): PostgreSQL runs "
             "archive_command without your environment, so its settings must come from a file"
         )
-    click.echo(f"archive_command = {quote_setting(command(settings))}")
+    value = command(settings)
+    click.echo(value if value_only else f"archive_command = {quote_setting(value)}")
 
 
 @cli.command("wal-push-worker", hidden=True)

@@ -267,12 +267,27 @@ def _postgresql(settings: Settings, found: _Found, stack: contextlib.ExitStack) 
         f"PostgreSQL {facts.major} {role} at {facts.data_directory}, "
         f"system identifier {facts.system_identifier}"
     )
+    _same_data_directory(settings.postgres.pgdata, facts.data_directory)
     if found.repo is None:
         return f"{where} (not compared with the repository, which did not pass)"
     if found.repo_marker is None:
         return where
     marker.check(found.repo, found.repo_marker, system_identifier=facts.system_identifier)
     return f"{where}, the repository's cluster"
+
+
+def _same_data_directory(pgdata: str | None, data_directory: str) -> None:
+    """postgres.pgdata is what backup copies; the DSN's server must run from it.
+
+    Symlinks are resolved on both sides (Debian's /var/lib/postgresql/15/main may
+    be a link to another disk)."""
+    if not pgdata or os.path.realpath(pgdata) == os.path.realpath(data_directory):
+        return
+    raise CheckFailed(
+        f"postgres.pgdata is {pgdata} but the server at postgres.dsn runs from "
+        f"{data_directory} (SHOW data_directory); point postgres.pgdata and "
+        "postgres.dsn at the same cluster"
+    )
 
 
 def _archive_mode(facts: pgconn.ServerFacts) -> str:

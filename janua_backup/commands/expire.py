@@ -185,7 +185,7 @@ def _refs(repo: Repo, manifests: Mapping[str, Manifest], pinned: set[str]) -> li
             raise ObjectNotFound(
                 f"backup {m.backup_id} is built on backup {m.depends_on}, which is not in "
                 f"{repo.describe()}; expire deletes nothing until that is resolved "
-                "(`janua-backup verify --repo` shows what is damaged)"
+                "(`janua-backup verify --repository-only` shows what is damaged)"
             )
     return [
         BackupRef(

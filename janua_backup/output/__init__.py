@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from janua_backup.commands.backup import BackupResult
@@ -57,7 +58,11 @@ def _span(w: Window) -> str:
             f"pick with --target-timeline ({picks})"
         )
     if w.restorable:
-        return f"{utc(w.earliest_time)} .. {utc(w.latest_time)}"
+        # The end to the microsecond: it is the last archived commit, and a target
+        # time must be strictly before it.
+        return f"{utc(w.earliest_time)} .. {_to_the_microsecond(w.latest_time)} " + (
+            "(last commit)" if w.latest_time != w.earliest_time else "(no commit archived)"
+        )
     return f"NOT RESTORABLE: WAL {w.missing_segment} missing"
 
 
@@ -133,68 +138,13 @@ def backup(result: BackupResult, as_json: bool) -> None:
 
 
 def info(result: InfoResult, as_json: bool) -> None:
-    if as_json:
-        emit_json(
-            {
-                "repository": result.repository,
-                "system_identifier": result.system_identifier,
-                "encrypted": result.encrypted,
-                "wal_segments": result.wal_segments,
-                "newest_wal": result.newest_wal,
-                "incomplete_backups": result.incomplete,
-                "backups": [
-                    {
-                        "backup_id": b.manifest.backup_id,
-                        "type": b.manifest.backup_type,
-                        "start_time": b.manifest.start_time.isoformat(),
-                        "stop_time": b.manifest.stop_time.isoformat(),
-                        "start_lsn": str(b.manifest.start_lsn),
-                        "stop_lsn": str(b.manifest.stop_lsn),
-                        "timeline": b.manifest.timeline,
-                        "pg_version": b.manifest.pg_version_num,
-                        "size_bytes": b.manifest.original_size_bytes,
-                        "stored_bytes": b.manifest.stored_size_bytes,
-                        "window": window_json(b.window),
-                        "last_drill": drill_json(b.last_drill),
-                        "pinned": b.pinned,
-                        "source": b.manifest.source,
-                        "host": b.manifest.host or None,
-                    }
-                    for b in result.backups
-                ],
-            }
-        )
-        return
-    print(
-        f"repository {result.repository}"
-        + (
-            f" (cluster {result.system_identifier}" + (", encrypted)" if result.encrypted else ")")
-            if result.system_identifier
-            else " (empty)"
-        )
-    )
-    print(f"WAL: {result.wal_segments} segments archived, newest {result.newest_wal or '-'}")
-    if not result.backups:
-        print("no backups yet")
-    header = f"{'BACKUP':<18} {'STARTED':<22} {'SIZE':>10} {'STORED':>10}  RECOVERABLE WINDOW (UTC)"
-    if result.backups:
-        print(header)
-    for b in result.backups:
-        m, w = b.manifest, b.window
-        span = _span(w)
-        print(
-            f"{m.backup_id:<18} {age(m.start_time):<22} {size(m.original_size_bytes):>10} "
-            f"{size(m.stored_size_bytes):>10}  {span}"
-        )
-        pin = "; pinned (expire keeps it)" if b.pinned else ""
-        print(f"{'':<18} {_drill_line(b.last_drill)}{pin}")
-        print(f"{'':<18} taken on the {m.source}" + (f" {m.host}" if m.host else ""))
-        if w.path is not None and (w.path.switches or w.conflict is not None):
-            print(f"{'':<18} timelines: {w.path.describe()}")
-        if w.restorable and w.missing_segment:
-            print(f"{'':<18} gap in the archive at {w.missing_segment}: later WAL is unreachable")
-    for incomplete in result.incomplete:
-        print(f"{incomplete:<18} incomplete (no manifest; removed by the next backup)")
+    """``info``: the repository summary and its backups; ``info ID``: one backup in full."""
+    from janua_backup.output import listing
+
+    if result.backup_id is not None:
+        listing.backup_detail(result, as_json)
+    else:
+        listing.summary(result, as_json)
 
 
 def plan(p: RestorePlan, as_json: bool) -> None:
@@ -299,3 +249,7 @@ class ProgressMeter:
     def close(self) -> None:
         if self.enabled and self.done:
             sys.stderr.write("\n")
+
+
+def _to_the_microsecond(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%fZ") if value else "-"

@@ -22,5 +22,14 @@ def size(value: int) -> str:
     return humanize.naturalsize(value, binary=True)
 
 
-def emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+FORMAT_VERSION = 1
+"""The shape of every ``--json`` output; raised only when a change would break a
+reader (a field removed, renamed or changing type), never for a field added."""
+
+
+def emit_json(data: dict[str, Any]) -> None:
+    """One JSON object on stdout, ``format_version`` first. 64-bit numbers that a
+    JSON reader may hold as a double (jq does) go out as strings: the system
+    identifier as decimal, LSNs as ``X/Y``."""
+    body = {"format_version": FORMAT_VERSION, **data}
+    sys.stdout.write(json.dumps(body, indent=2, default=str) + "\n")

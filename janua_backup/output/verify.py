@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import sys
 
 from janua_backup.commands.verify import DrillResult
-from janua_backup.output.format import size, utc
+from janua_backup.output.format import emit_json, size, utc
 from janua_backup.repository import drills
 
 
@@ -16,7 +15,7 @@ def render(result: DrillResult, as_json: bool) -> None:
         data = json.loads(drills.to_json(r))
         data["report_key"] = result.report_key
         data["kept_dir"] = result.kept_dir
-        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        emit_json(data)
         return
     verdict = "PASSED" if r.passed else "FAILED"
     print(f"drill {verdict}: backup {r.backup_id} to {r.target}")

@@ -10,7 +10,7 @@ restore, list and expire would then act on a backup that is not there. Every
 reader goes through ``load`` (or ``bound``), so a mismatch is an
 ``IntegrityError`` everywhere; ``list_backups`` refuses the whole listing, as it
 does for a manifest that does not parse, rather than silently drop a backup and
-let restore pick an older one or expire count without it (``verify --repo``
+let restore pick an older one or expire count without it (``verify --repository-only``
 reports it as a damaged manifest and goes on).
 """
 
@@ -61,7 +61,7 @@ def bound(raw: bytes, backup_id: str) -> Manifest:
         raise IntegrityError(
             f"the manifest stored as backup {backup_id} names backup {manifest.backup_id[:80]}: "
             "it was copied there or tampered with and is not believed; "
-            "`janua-backup verify --repo` lists the damage"
+            "`janua-backup verify --repository-only` lists the damage"
         )
     return manifest
 

@@ -127,6 +127,16 @@ def latest(repo: Repo) -> dict[str, DrillReport]:
     return found
 
 
+def history(repo: Repo, backup_id: str) -> list[DrillReport]:
+    """Every report of one backup, oldest first (``info ID``); misfiled ones skipped
+    as ``latest`` skips them."""
+    keys = sorted(
+        i.key for i in repo.storage.list(layout.drill_prefix(backup_id)) if i.key.endswith(".json")
+    )
+    reports = [from_json(repo.get_bytes(key)) for key in keys]
+    return [r for r in reports if r.backup_id == backup_id]
+
+
 def remove(repo: Repo, backup_id: str) -> int:
     """Deletes a backup's reports (retention); returns how many."""
     keys = [i.key for i in repo.storage.list(layout.drill_prefix(backup_id))]

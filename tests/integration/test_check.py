@@ -27,9 +27,9 @@ STEPS = [
 ]
 
 
-def check_json(exe: Path, config: Path) -> tuple[Any, Any]:
+def check_json(exe: Path, config: Path, env: dict[str, str] | None = None) -> tuple[Any, Any]:
     """(the completed process, its JSON report): the report is printed on failure too."""
-    done = janua.run(exe, config, "check", "--timeout", "30", "--json")
+    done = janua.run(exe, config, "check", "--timeout", "30", "--json", env=env)
     return done, json.loads(done.stdout)
 
 
@@ -106,3 +106,49 @@ def test_check_names_archive_mode_on_a_cluster_that_does_not_archive(
     assert steps["archive_mode"]["status"] == "failed"
     assert steps["archive_command"]["status"] == "skipped"  # PostgreSQL shows "(disabled)"
     assert steps["wal_switch"]["status"] == "skipped"
+
+
+def _set_archive_command(cluster: Any, value: str) -> None:
+    """What a user does with ``archive-command --value``: ALTER SYSTEM, quotes doubled."""
+    quoted = value.replace("'", "''")
+    cluster.sql(f"ALTER SYSTEM SET archive_command = '{quoted}'")
+    cluster.sql("SELECT pg_reload_conf()")
+    for _ in range(100):  # the reload reaches new sessions a moment later
+        if cluster.sql("SHOW archive_command")[0][0] == value:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"archive_command did not become {value!r}")
+
+
+def test_the_printed_value_checks_ok_and_postgres_pgdata_must_be_the_servers(
+    s3_server: Any, s3_bucket: str, pg_factory: Any, janua_exe: Path
+) -> None:
+    home = pg_factory.empty_dir()
+    config = home / "janua.toml"
+    spec = s3_spec(s3_server, s3_bucket)
+    janua.write_config(config, spec)
+    cluster = janua.archiving_cluster(pg_factory, janua_exe, config)
+    janua.write_config(config, spec, pgdata=cluster.pgdata, dsn=cluster.dsn)
+
+    # archive-command --value, set with ALTER SYSTEM, is what check confirms.
+    value = janua.ok(janua.run(janua_exe, config, "archive-command", "--value")).stdout
+    assert value.count("\n") == 1 and not value.startswith("archive_command")
+    _set_archive_command(cluster, value.strip())
+    # A PGDATA naming another cluster in the user's shell does not override the file.
+    elsewhere = pg_factory.empty_dir()
+    done, report = check_json(janua_exe, config, env={"PGDATA": str(elsewhere)})
+    janua.ok(done)
+    assert set(statuses(report).values()) == {"ok"}, report
+
+    # The file's postgres.pgdata through a symlink: the same directory.
+    link = home / "link"
+    link.symlink_to(cluster.pgdata)
+    linked = janua.write_config(home / "linked.toml", spec, pgdata=link, dsn=cluster.dsn)
+    janua.ok(check_json(janua_exe, linked)[0])
+
+    # postgres.pgdata names another directory than the server's data_directory.
+    wrong = janua.write_config(home / "wrong.toml", spec, pgdata=elsewhere, dsn=cluster.dsn)
+    done, report = check_json(janua_exe, wrong)
+    janua.one_line_error(done, 41, str(elsewhere), str(cluster.pgdata), "data_directory")
+    assert statuses(report)["postgresql"] == "failed"
+    assert statuses(report)["wal_switch"] == "skipped"

@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from janua_backup import locks
 from janua_backup.storage.s3 import S3Location, S3Storage
+from tests import promtool
 from tests.integration import janua
 from tests.integration.test_pitr import s3_spec
 
@@ -74,11 +75,14 @@ def wait_for(what: str, probe: Callable[[], T | None], proc: subprocess.Popen[by
         time.sleep(0.1)
 
 
-def scrape(port: int) -> dict[str, float]:
+def exposition(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
-        text = answer.read().decode()
+        return str(answer.read().decode())
+
+
+def scrape(port: int) -> dict[str, float]:
     values = {}
-    for family in text_string_to_metric_families(text):
+    for family in text_string_to_metric_families(exposition(port)):
         for sample in family.samples:
             labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
             values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
@@ -171,12 +175,16 @@ def test_daemon_backs_up_serves_metrics_and_stops_cleanly_in_the_middle_of_a_bac
     )
     assert metrics['janua_backup_job_failures_total{task="backup"}'] == 0
     # The archiver's figures (read at start and every 30 s): the table's WAL was archived.
-    assert metrics["janua_backup_wal_archived_count"] >= 1
-    assert metrics["janua_backup_wal_failed_count"] == 0
+    assert metrics["janua_backup_wal_archived_total"] >= 1
+    assert metrics["janua_backup_wal_failed_total"] == 0
     assert metrics["janua_backup_wal_last_archived_timestamp_seconds"] > 0
     assert metrics["janua_backup_wal_ready_segments"] >= 0  # a superuser may list them
     assert metrics["janua_backup_repository_size_bytes"] > 0  # listed at start: WAL
     assert "janua_backup_last_drill_passed" not in metrics  # no drill ever ran: absent
+    assert metrics['janua_backup_node_role{role="primary"}'] == 1
+    if promtool.available():  # CI installs it: Prometheus' linter on a real daemon's scrape
+        linted = promtool.check_metrics(exposition(port))
+        assert (linted.returncode, linted.stdout + linted.stderr) == (0, "")
 
     # SIGTERM in the middle of the second backup: it has begun and stored its first object.
     def second_begun() -> str | None:

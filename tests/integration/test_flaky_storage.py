@@ -213,6 +213,6 @@ def test_verify_repo_through_a_faulty_network_passes(
     stack = backed_up
     aim = cut_first_read_of("/data/", "/wal/", "/manifest")
     with FaultProxy(upstream, rate=0.15, seed=seed, modes=LOST, aim=aim) as proxy:
-        done = stack.run(stack.through(proxy), "verify", "--repo")
+        done = stack.run(stack.through(proxy), "verify", "--repository-only")
     assert done.returncode == 0, f"{done.stderr}\nfaults: {proxy.log}"
     assert proxy.faults["truncate"] >= 3

@@ -63,6 +63,10 @@ def test_incremental_chain_restores_exact_rows_and_fails_loudly_without_its_full
 
     assert incr1["type"] == "incr" and incr1["depends_on"] == full["backup_id"]
     assert incr2["type"] == "incr"
+    shown = janua.run_json(janua_exe, config, "info", incr2["backup_id"])
+    assert shown["format_version"] == 1 and isinstance(shown["system_identifier"], str)
+    assert shown["backup"]["depends_on"] == incr1["backup_id"]
+    assert shown["backup"]["chain"] == [full["backup_id"], incr1["backup_id"], incr2["backup_id"]]
     for incr in (incr1, incr2):
         assert incr["stored_bytes"] * 4 < full["stored_bytes"], (incr, full)
     assert incr1["referenced_files"] > incr1["stored_files"] > 0
@@ -102,7 +106,7 @@ def test_incremental_chain_restores_exact_rows_and_fails_loudly_without_its_full
     assert janua.ids(restored) == list(range(1, 18))
     restored.stop()
 
-    checked = janua.run_json(janua_exe, config, "verify", "--repo", "--jobs", "2")
+    checked = janua.run_json(janua_exe, config, "verify", "--repository-only", "--jobs", "2")
     assert checked["ok"], checked["problems"]
     assert [b["objects_failed"] for b in checked["backups"]] == [0, 0, 0]
 
@@ -118,6 +122,6 @@ def test_incremental_chain_restores_exact_rows_and_fails_loudly_without_its_full
     )
     janua.one_line_error(done, 14, f"of backup {full['backup_id']}, which is missing")
     assert janua.tree_snapshot(broken_dir) in (["<absent>"], [])
-    done = janua.run(janua_exe, config, "verify", "--repo")
+    done = janua.run(janua_exe, config, "verify", "--repository-only")
     janua.one_line_error(done, 40, "is missing")
     assert "NOT RESTORABLE" in done.stdout

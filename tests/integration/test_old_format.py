@@ -88,7 +88,7 @@ def test_list_shows_both_backups_and_verify_repo_passes(
     assert [b["type"] for b in listing["backups"]] == ["full", "incr"]
     assert listing["encrypted"] is True
     assert all(b["window"]["restorable"] for b in listing["backups"])
-    janua.ok(janua.run(janua_exe, config, "verify", "--repo"))
+    janua.ok(janua.run(janua_exe, config, "verify", "--repository-only"))
     assert digests(repo_dir) == before  # reading an old repository rewrites nothing
 
 
@@ -133,7 +133,7 @@ def test_wal_push_into_the_old_repository_keeps_it_restorable(
     assert f"wal/{segment}" in after and "wal/00000002.history" in after
     # the new segment is in today's format (2: bound to its key) beside the old ones
     assert format_of(repo_dir / "wal" / segment) == (2, 1)
-    janua.ok(janua.run(janua_exe, config, "verify", "--repo"))
+    janua.ok(janua.run(janua_exe, config, "verify", "--repository-only"))
     listing = janua.run_json(janua_exe, config, "list")
     assert [b["backup_id"] for b in listing["backups"]] == BACKUP_IDS
 

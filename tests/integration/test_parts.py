@@ -69,6 +69,6 @@ def test_tables_in_parts_back_up_restore_and_delta_restore_exactly(
     assert pad.endswith("x" * 170) and restored.sql(check.format("still")) == expected
     restored.stop()
 
-    checked = janua.run_json(janua_exe, config, "verify", "--repo", "--jobs", "2")
+    checked = janua.run_json(janua_exe, config, "verify", "--repository-only", "--jobs", "2")
     assert checked["ok"], checked["problems"]
     assert [b["objects_failed"] for b in checked["backups"]] == [0, 0]

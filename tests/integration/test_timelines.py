@@ -94,7 +94,7 @@ def test_a_side_copy_branch_never_hijacks_a_restore(
     assert [b["timeline"] for b in window["branches"]] == [1, 2] and window["restorable"]
     text = janua.ok(janua.run(janua_exe, config, "list")).stdout
     assert "two branches" in text and "NOT RESTORABLE" not in text
-    checked = janua.run(janua_exe, config, "verify", "--repo", "--json")
+    checked = janua.run(janua_exe, config, "verify", "--repository-only", "--json")
     assert checked.returncode != 0
     report = json.loads(checked.stdout)
     (verdict,) = [b for b in report["backups"] if b["backup_id"] == old]

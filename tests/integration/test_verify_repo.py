@@ -30,7 +30,7 @@ def test_verify_repo_passes_then_names_a_damaged_object_and_a_wal_gap(
     for round_ in range(4):  # several segments after the backup, so one can go missing
         janua.insert_rows(cluster, 100 + 10 * round_, 3, pause_s=0)
         after_backup.append(janua.switch_and_wait_archived(cluster))
-    verify = ("verify", "--repo", "--jobs", "2")
+    verify = ("verify", "--repository-only", "--jobs", "2")
 
     clean = janua.run_json(janua_exe, config, *verify)
     data_keys = keys(s3_client, s3_bucket, f"{PREFIX}backups/{backup['backup_id']}/data/")

@@ -81,7 +81,7 @@ def test_swapped_wal_objects_are_refused_reported_and_never_promoted_short(
         assert done.stderr.count(REREAD) == 2, done.stderr  # read three times, then gave up
 
     # (b) verify --repo: exit 40, both segments reported as damaged.
-    done = janua.run(janua_exe, config, "verify", "--repo")
+    done = janua.run(janua_exe, config, "verify", "--repository-only")
     assert done.returncode == 40, done.stdout + done.stderr
     report = done.stdout + done.stderr
     assert f"WAL {first} is damaged" in report and f"holds segment {second}" in report

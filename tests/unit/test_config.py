@@ -273,3 +273,23 @@ def test_every_number_has_bounds() -> None:
 
 def test_the_defaults_are_inside_the_bounds() -> None:
     config._validate(Settings())
+
+
+def test_the_config_files_pgdata_wins_over_a_pgdata_in_the_shell(tmp_path: Path) -> None:
+    # PGDATA used to override the file: check said ok, backup read another cluster.
+    path = tmp_path / "janua.toml"
+    path.write_text('[postgres]\npgdata = "/srv/pg/main"\ndsn = "host=/run/db"\n')
+    shell = {"PGDATA": "/var/lib/postgresql/other", "JANUA_BACKUP_DSN": "host=/run/other"}
+    settings = config.load(str(path), shell)
+    assert settings.postgres.pgdata == "/srv/pg/main"
+    # JANUA_BACKUP_* variables and flags still win over the file.
+    assert settings.postgres.dsn == "host=/run/other"
+    flagged = config.load(str(path), shell, {"postgres": {"pgdata": "/flag"}})
+    assert flagged.postgres.pgdata == "/flag"
+
+
+def test_pgdata_in_the_shell_fills_in_when_the_file_names_no_cluster(tmp_path: Path) -> None:
+    path = tmp_path / "janua.toml"
+    path.write_text('[repository]\nurl = "file:///r"\n')
+    assert config.load(str(path), {"PGDATA": "/srv/pg"}).postgres.pgdata == "/srv/pg"
+    assert config.load(None, {"PGDATA": "/srv/pg"}).postgres.pgdata == "/srv/pg"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from janua_backup.metrics import ArchiverStats, LastBackup, LastDrill, Metrics
+from tests import promtool
 
 ALERTS = Path(__file__).resolve().parents[2] / "policies" / "prometheus-alerts.yml"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -46,7 +48,11 @@ def full() -> Metrics:
 def test_a_fresh_daemon_exposes_what_it_knows_and_nothing_made_up() -> None:
     metrics = Metrics(clock=lambda: 1000.0)
     metrics.track(["backup", "check"])
-    assert samples(metrics) == {
+    found = samples(metrics)
+    ((build, labels),) = [key for key in found if key[0] == "janua_backup_build_info"]
+    assert found.pop((build, labels)) == 1.0
+    assert [name for name, _ in labels] == ["python", "version"]
+    assert found == {
         ("janua_backup_daemon_start_timestamp_seconds", ()): 1000.0,
         ("janua_backup_job_failures_total", (("task", "backup"),)): 0.0,
         ("janua_backup_job_failures_total", (("task", "check"),)): 0.0,
@@ -64,8 +70,8 @@ def test_every_figure_once_known() -> None:
     assert value(metrics, "last_drill_passed") == 1
     assert value(metrics, "last_drill_timestamp_seconds") == 3000.0
     assert value(metrics, "last_drill_duration_seconds") == 40.0
-    assert value(metrics, "wal_archived_count") == 7
-    assert value(metrics, "wal_failed_count") == 1
+    assert value(metrics, "wal_archived_total") == 7
+    assert value(metrics, "wal_failed_total") == 1
     assert value(metrics, "wal_last_archived_timestamp_seconds") == 2500.0
     assert value(metrics, "wal_last_failed_timestamp_seconds") == 2400.0
     assert value(metrics, "wal_ready_segments") == 3
@@ -104,11 +110,43 @@ def test_a_failed_drill_is_the_last_drill_but_not_a_success() -> None:
 def test_archiver_figures_vanish_when_postgresql_cannot_be_asked() -> None:
     metrics = Metrics()
     metrics.set_archiver(ArchiverStats(5, 0, None, None, None))
-    assert value(metrics, "wal_archived_count") == 5
+    assert value(metrics, "wal_archived_total") == 5
     assert value(metrics, "wal_last_archived_timestamp_seconds") is None  # never archived
     assert value(metrics, "wal_ready_segments") is None  # the role may not look
     metrics.set_archiver(None)
-    assert value(metrics, "wal_archived_count") is None
+    assert value(metrics, "wal_archived_total") is None
+
+
+def test_build_info_names_the_installed_version_and_python() -> None:
+    import platform
+    from importlib.metadata import version
+
+    expected = (("python", platform.python_version()), ("version", version("janua-backup")))
+    assert samples(Metrics())[("janua_backup_build_info", expected)] == 1.0
+
+
+def test_pg_stat_archiver_counts_are_counters_with_the_servers_value() -> None:
+    """Counters, so rate() works and a statistics reset reads as a counter reset."""
+    families = {
+        family.name: family for family in text_string_to_metric_families(full().render().decode())
+    }
+    for name, expected in (("wal_archived", 7.0), ("wal_failed", 1.0)):
+        family = families["janua_backup_" + name]
+        assert family.type == "counter"
+        assert [(s.name, s.value) for s in family.samples] == [
+            (f"janua_backup_{name}_total", expected)
+        ]
+    assert "janua_backup_wal_archived_count" not in families
+
+
+def test_promtool_accepts_the_exposition() -> None:
+    """Every figure known (and a node role): what Prometheus' own linter says of it."""
+    metrics = full()
+    metrics.set_role("standby")
+    exposition = metrics.render().decode()
+    assert "janua_backup_node_role" in exposition
+    result = promtool.check_metrics(exposition)
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
 
 
 def test_the_endpoint_serves_the_same_text() -> None:
@@ -150,7 +188,8 @@ def test_alerts_use_only_metrics_the_daemon_exposes() -> None:
     for rule in rules():
         for name in re.findall(r"\bjanua_backup_[a-z_]+", rule["expr"]):
             assert name in exposed, (rule["alert"], name)
-        assert 'job="' not in rule["expr"], "the daemon's label is task, not job"
+        # The daemon's label is task; job is Prometheus' own (up{job=...} only).
+        assert not re.search(r"janua_backup_[a-z_]+\{[^}]*\bjob=", rule["expr"]), rule["alert"]
 
 
 def test_the_four_kinds_of_alert_are_there() -> None:
@@ -164,3 +203,43 @@ def test_the_four_kinds_of_alert_are_there() -> None:
     assert "janua_backup_wal_ready_segments" in by_name["PostgreSQLWALArchivingBehind"]["expr"]
     assert "janua_backup_last_drill_passed == 0" in by_name["PostgreSQLRestoreDrillFailed"]["expr"]
     assert "2 * 86400" in by_name["PostgreSQLRestoreDrillStale"]["expr"]
+
+
+def test_the_node_role_is_a_state_set_absent_until_known() -> None:
+    metrics = Metrics()
+    assert value(metrics, "node_role", role="primary") is None  # never asked: no made-up role
+    metrics.set_role("standby")
+    assert value(metrics, "node_role", role="primary") == 0.0
+    assert value(metrics, "node_role", role="standby") == 1.0
+    metrics.set_role("primary")  # promoted: the next read says so
+    assert value(metrics, "node_role", role="primary") == 1.0
+    assert value(metrics, "node_role", role="standby") == 0.0
+    metrics.set_role(None)  # PostgreSQL could not be asked
+    assert value(metrics, "node_role", role="primary") is None
+
+
+def test_every_alert_but_the_no_target_one_keeps_the_instance() -> None:
+    """Per target: an alert that aggregates the instance away (absent(), sum without
+    by(instance)) cannot say which host; only the nothing-scraped rule may."""
+    for rule in rules():
+        if rule["alert"] == "PostgreSQLBackupDaemonsAbsent":
+            assert rule["expr"].strip() == 'absent(up{job="janua-backup"})'
+            continue
+        assert "absent(" not in rule["expr"], rule["alert"]
+        assert not re.search(r"\b(sum|max|min|avg|count)\b", rule["expr"]), rule["alert"]
+        assert "$labels.instance" in rule["annotations"]["description"], rule["alert"]
+
+
+def test_promtool_checks_the_rules_and_their_unit_tests() -> None:
+    """``promtool test rules``: series in, alerts out per target (tests/promtool/*.yml)."""
+    tool = promtool.promtool()
+    checked = subprocess.run(
+        [tool, "check", "rules", str(promtool.ALERTS)], capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tests = sorted(str(path) for path in promtool.HERE.glob("*.yml"))
+    assert tests
+    ran = subprocess.run(
+        [tool, "test", "rules", *tests], capture_output=True, text=True, check=False
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr

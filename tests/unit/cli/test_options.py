@@ -68,7 +68,7 @@ def test_numbers_without_bounds_are_usage_errors(tmp_path: Path, args: list[str]
         ["unpin", "../../x"],
         ["info", "../../x"],
         ["restore", "--backup-id", "../../x"],
-        ["verify", "--repo", "--backup-id", "a/b"],
+        ["verify", "--repository-only", "--backup-id", "a/b"],
         ["verify", "--backup-id", ""],
     ],
 )

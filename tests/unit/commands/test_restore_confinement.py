@@ -324,7 +324,7 @@ def test_a_manifest_copied_over_another_backup_is_refused(site: Site) -> None:
         ["info", "../../x"],
         ["pin", "../../x"],
         ["unpin", "../../x"],
-        ["verify", "--repo", "--backup-id", "../../x"],
+        ["verify", "--repository-only", "--backup-id", "../../x"],
     ],
 )
 def test_a_backup_id_that_leaves_its_prefix_is_one_sentence_and_exit_4(
