@@ -31,6 +31,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 PREFIX = "janua_backup_"
+ROLES = ("primary", "standby")  # pg.stats.ROLES; this module imports nothing of janua_backup
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,7 @@ class _State:
     drill: LastDrill | None
     archiver: ArchiverStats | None
     repository_bytes: int | None
+    role: str | None
 
 
 class Metrics:
@@ -82,6 +84,7 @@ class Metrics:
         self._drill: LastDrill | None = None
         self._archiver: ArchiverStats | None = None
         self._repository_bytes: int | None = None
+        self._role: str | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_Collector(self.snapshot))
 
@@ -123,6 +126,12 @@ class Metrics:
         with self._lock:
             self._repository_bytes = size_bytes
 
+    def set_role(self, role: str | None) -> None:
+        """``primary`` or ``standby`` as PostgreSQL last said; ``None`` when it could not
+        be asked (the role of a node that does not answer is unknown, not its old one)."""
+        with self._lock:
+            self._role = role
+
     def snapshot(self) -> _State:
         with self._lock:
             return _State(
@@ -133,6 +142,7 @@ class Metrics:
                 drill=self._drill,
                 archiver=self._archiver,
                 repository_bytes=self._repository_bytes,
+                role=self._role,
             )
 
     def render(self) -> bytes:
@@ -186,6 +196,7 @@ class _Collector(Collector):
         yield from _backup(state.backup)
         yield from _drill(state.drill)
         yield from _archiver(state.archiver)
+        yield from _role(state.role)
         if state.repository_bytes is not None:
             yield _gauge(
                 "repository_size_bytes",
@@ -228,6 +239,21 @@ def _drill(drill: LastDrill | None) -> Iterator[Metric]:
         "How long the newest restore drill took (restore, recovery, checks).",
         drill.duration_s,
     )
+
+
+def _role(role: str | None) -> Iterator[Metric]:
+    """One series per role, 1 for the node's current one (Prometheus' state-set shape:
+    ``janua_backup_node_role{role="primary"} == 1`` selects the primary's daemon)."""
+    if role is None:
+        return
+    family = GaugeMetricFamily(
+        PREFIX + "node_role",
+        "1 for the role this node's PostgreSQL has now (primary or standby), else 0.",
+        labels=["role"],
+    )
+    for name in ROLES:
+        family.add_metric([name], float(name == role))
+    yield family
 
 
 def _archiver(stats: ArchiverStats | None) -> Iterator[Metric]:

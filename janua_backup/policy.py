@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 BACKUP_TYPES = ("full", "incr")
+BACKUP_FROM = ("primary", "standby", "any")  # the nodes of a cluster where backups run
 VERIFY_TARGETS = ("latest", "immediate")
 JOBS = ("backup", "verify", "expire", "check")
 WEEK_S = 7 * 24 * 3600
@@ -74,6 +75,7 @@ class BackupPolicy:
     type: str = "full"  # one of BACKUP_TYPES
     compression: str | None = None  # None: the configuration's codec
     level: int | None = None  # None: the codec's default level
+    from_: str = "primary"  # one of BACKUP_FROM; the policy file's key is ``from``
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +149,8 @@ def load(path: Path) -> Policy:
 
 
 def _keys(cls: type[DataclassInstance]) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(cls))
+    """The file's keys of a table: the field names, ``from_`` written ``from``."""
+    return tuple(f.name.rstrip("_") for f in fields(cls))
 
 
 def _schedule(table: _Table) -> Schedule:
@@ -204,8 +207,9 @@ def interval_s(expr: str) -> int | None:
 def interval_problem(expr: str) -> str | None:
     """Why ``expr``, which starts with ``@``, is not an ``@every`` interval the daemon runs.
 
-    Intervals count from the daemon's start, not from the clock: they suit tests and
-    frequent jobs, cron expressions suit "every night at 02:00".
+    Intervals count from the Unix epoch, so daemons on every node of a cluster fire
+    together (``daemon.turns``): they suit tests and frequent jobs, cron expressions
+    suit "every night at 02:00".
     """
     seconds = interval_s(expr)
     if seconds is None:
@@ -248,6 +252,7 @@ def cron_problem(expr: str, zone: ZoneInfo) -> str | None:
 
 def _backup(table: _Table) -> BackupPolicy:
     kind = table.choice("type", "full", BACKUP_TYPES)
+    where = table.choice("from", "primary", BACKUP_FROM)
     codec = table.choice("compression", "", tuple(CODECS)) or None
     level: int | None = None
     if table.has("level"):
@@ -261,7 +266,7 @@ def _backup(table: _Table) -> BackupPolicy:
         low, high = LEVEL_RANGES[codec]
         if not low <= level <= high:
             raise table.error("level", f"backup.level {level} must be {low}-{high} for {codec}")
-    return BackupPolicy(type=kind, compression=codec, level=level)
+    return BackupPolicy(type=kind, compression=codec, level=level, from_=where)
 
 
 def _retention(table: _Table) -> RetentionPolicy:

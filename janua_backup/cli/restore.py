@@ -22,8 +22,9 @@ from janua_backup.cli.app import JOBS, check_backup_id, cli, context, json_optio
 @click.option(
     "--target",
     "target_immediate",
-    type=click.Choice(["immediate"]),
-    help="'immediate': stop as soon as the backup is consistent.",
+    type=click.Choice(["latest", "immediate"]),
+    help="'latest' (the default): replay all archived WAL; "
+    "'immediate': stop as soon as the backup is consistent.",
 )
 @click.option("--target-exclusive", is_flag=True, help="Stop just before the target, not after.")
 @click.option(
@@ -103,7 +104,8 @@ def restore(
         target_lsn=target_lsn,
         target_xid=target_xid,
         target_name=target_name,
-        immediate=bool(target_immediate),
+        immediate=target_immediate == "immediate",
+        latest=target_immediate == "latest",
         exclusive=target_exclusive,
         action=target_action,
         timeline=target_timeline,

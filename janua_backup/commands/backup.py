@@ -120,6 +120,20 @@ def run(
     )
 
 
+def locked(
+    settings: Settings,
+    repo: Repo,
+    lock: locks.LockHandle,
+    *,
+    cancel: threading.Event | None = None,
+    backup_type: str = "full",
+) -> BackupResult:
+    """The backup, under the cluster ``lock`` the caller took (the daemon's turn waits
+    for it and looks in the repository first: ``commands.backup_turn``)."""
+    result = _run(settings, repo, _guard(None, lock, cancel), lock, backup_type)
+    return replace(result, requested_type=backup_type)
+
+
 def _guard(
     progress: Progress | None, lock: locks.LockHandle, cancel: threading.Event | None
 ) -> Progress:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from janua_backup.commands.common import open_repo
 from janua_backup.config import Settings
-from janua_backup.repository import catalog, drills, marker, pins, window
+from janua_backup.repository import catalog, drills, marker, pins, window, window_end
 from janua_backup.repository.drills import DrillReport
 from janua_backup.repository.manifest import Manifest
 from janua_backup.repository.window import Window
@@ -44,9 +44,11 @@ def run(settings: Settings, backup_id: str | None = None) -> InfoResult:
     index = window.load_index(repo, found.wal_segment_size)
     reports = drills.latest(repo)
     kept = pins.pinned(repo)
+    windows = [window.compute(m, index) for m in manifests]
+    windows = window_end.settle(repo, index, windows, found.wal_segment_size)
     backups = [
-        BackupInfo(m, window.compute(m, index), reports.get(m.backup_id), m.backup_id in kept)
-        for m in manifests
+        BackupInfo(m, w, reports.get(m.backup_id), m.backup_id in kept)
+        for m, w in zip(manifests, windows, strict=True)
     ]
     newest = max((w.name for w in index.segments.values()), default=None)
     return InfoResult(

@@ -35,7 +35,7 @@ from janua_backup.localfs import atomic_write
 from janua_backup.pg import recovery
 from janua_backup.pg.command_line import check_fits
 from janua_backup.pg.wal import WalSegment
-from janua_backup.repository import catalog, marker, timelines, window
+from janua_backup.repository import catalog, marker, timelines, window, window_end
 from janua_backup.repository.manifest import ROOT_PATHS, Manifest
 from janua_backup.repository.select import Choice, Target, choose
 from janua_backup.repository.transfer import Progress
@@ -113,10 +113,12 @@ def prepare(settings: Settings, request: RestoreRequest) -> tuple[Choice, Restor
     marker.check_key(repo, found)
     manifests = catalog.list_backups(repo)
     index = window.load_index(repo, found.wal_segment_size)
-    pairs = [
-        (m, window.compute(m, index, requested_timeline=_requested(request, m)))
-        for m in _on_path(manifests, index, request)
+    on_path = _on_path(manifests, index, request)
+    windows = [
+        window.compute(m, index, requested_timeline=_requested(request, m)) for m in on_path
     ]
+    windows = window_end.settle(repo, index, windows, found.wal_segment_size)
+    pairs = list(zip(on_path, windows, strict=True))
     choice = choose(pairs, request.target, request.backup_id)
     m = choice.manifest
     locations = _tablespace_locations(m, request.tablespace_dir)

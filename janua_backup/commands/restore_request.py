@@ -37,6 +37,7 @@ def build_request(
     delta: bool = False,
     archive_mode: str | None = None,
     archive: bool = False,
+    latest: bool = False,
 ) -> RestoreRequest:
     options = {
         "--target-time": target_time,
@@ -58,6 +59,7 @@ def build_request(
             "--target-xid": target_xid,
             "--target-name": target_name,
             "--target immediate": "immediate" if immediate else None,
+            "--target latest": "latest" if latest else None,
         }.items()
         if v
     }

@@ -3,12 +3,13 @@
 The jobs call the same ``commands.*.run`` functions as the CLI and turn their
 results into an ``Outcome`` (logged with its fields by the scheduler's guard)
 and into ``metrics``. ``Status`` reads what no job reports: the archiver's
-figures from ``pg_stat_archiver``, the repository's size, and at start the
+figures from ``pg_stat_archiver`` and the node's role (``pg.stats``), the
+repository's size, and at start the
 newest backup and drill already in the repository, so a restarted daemon
 reports the truth rather than nothing.
 
-Imports ``commands`` (``expire`` inside its job), ``metrics``, ``pg.conn`` and
-``repository``; never click or ``output``.
+Imports ``commands`` (``expire`` inside its job), ``daemon.turns``, ``metrics``,
+``pg.stats`` and ``repository``; never click or ``output``.
 """
 
 from __future__ import annotations
@@ -18,21 +19,25 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
+from zoneinfo import ZoneInfo
 
-from janua_backup import config
+from janua_backup import config, locks
 from janua_backup.commands import backup as backup_command
+from janua_backup.commands import backup_turn
 from janua_backup.commands import check as check_command
 from janua_backup.commands import verify as verify_command
 from janua_backup.commands.common import open_repo
 from janua_backup.config import Settings
-from janua_backup.errors import JanuaError
+from janua_backup.daemon import turns
+from janua_backup.errors import JanuaError, LockHeld
 from janua_backup.metrics import ArchiverStats, LastBackup, LastDrill, Metrics
-from janua_backup.pg import conn as pgconn
-from janua_backup.policy import Policy, RetentionPolicy, VerifyPolicy
+from janua_backup.pg import stats
+from janua_backup.policy import BackupPolicy, Policy, RetentionPolicy, VerifyPolicy
 from janua_backup.repository import catalog, drills
 from janua_backup.repository.drills import DrillReport
+from janua_backup.repository.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,7 @@ class Outcome:
     summary: str
     fields: Mapping[str, Field] = field(default_factory=dict)
     finished: datetime | None = None  # when it counts as succeeded; None: when the job ended
+    skipped: bool = False  # not this node's turn: neither a success nor a failure
 
 
 Job = Callable[[], Outcome]
@@ -60,20 +66,44 @@ def build(
     backup_settings = config.with_compression(
         settings, rules.backup.compression, rules.backup.level
     )
+    every = rules.schedule.backup
+    due = partial(_last_fire, every, rules.schedule.tzinfo) if every else _now
     table: dict[str, Job] = {
-        "backup": partial(backup, backup_settings, rules.backup.type, status, cancel),
+        "backup": partial(backup, backup_settings, rules.backup, due, status, cancel),
         "verify": partial(verify, settings, rules.verify, status.metrics, cancel),
-        "expire": partial(expire, settings, rules.retention, status),
+        "expire": partial(expire, settings, rules.retention, rules.backup.from_, status, cancel),
         "check": partial(check, settings),
     }
     return {name: table[name] for name, _ in rules.schedule.jobs()}
 
 
 def backup(
-    settings: Settings, backup_type: str, status: Status, cancel: threading.Event
+    settings: Settings,
+    rules: BackupPolicy,
+    due: Callable[[], datetime],
+    status: Status,
+    cancel: threading.Event,
 ) -> Outcome:
-    """``cancel`` is the daemon's stop: the backup is abandoned, nothing committed."""
-    result = backup_command.run(settings, cancel=cancel, backup_type=backup_type)
+    """This node's turn: skipped when its role is not the policy's ``backup.from``
+    (asked now: a failover changes it) or when another node took the turn's backup.
+    ``cancel`` is the daemon's stop: the backup is abandoned, nothing committed."""
+    fired = due()
+    role = stats.role(settings.postgres.dsn)
+    status.metrics.set_role(role)
+    turn = {"due": fired.isoformat(), "role": role, "from": rules.from_}
+    why = turns.skip_reason(rules.from_, role)
+    if why is not None:
+        return Outcome(True, why, turn, skipped=True)
+    result = backup_turn.run(settings, fired, cancel=cancel, backup_type=rules.type)
+    if isinstance(result, Manifest):
+        status.metrics.backup_taken(_last_backup(result))
+        return Outcome(
+            True,
+            f"backup {result.backup_id} from {result.host} started at "
+            f"{result.start_time.isoformat()}, after this turn fell due: it is this turn's backup",
+            {**turn, "taken_by": result.host, "backup_id": result.backup_id},
+            skipped=True,
+        )
     status.size_changed()
     status.read_archiver()  # the backup just had WAL archived: show it now, not in 30 s
     m = result.manifest
@@ -94,6 +124,7 @@ def backup(
             "size_bytes": m.original_size_bytes,
             "stored_bytes": m.stored_size_bytes,
             "files": len(m.files),
+            **turn,
         },
         finished=m.stop_time,
     )
@@ -120,21 +151,72 @@ def verify(
     )
 
 
-def expire(settings: Settings, retention: RetentionPolicy, status: Status) -> Outcome:
+def expire(
+    settings: Settings,
+    retention: RetentionPolicy,
+    backup_from: str,
+    status: Status,
+    cancel: threading.Event,
+) -> Outcome:
+    """Retention runs where backups run (``backup.from``), so a daemon on every node does
+    not apply it on each; where several nodes are eligible, each waits for the lock
+    (another node's expire or backup) and then finds nothing more to expire."""
     from janua_backup.commands import expire as expire_command
 
-    result = expire_command.run(settings, retention)
+    role = stats.role(settings.postgres.dsn)
+    status.metrics.set_role(role)
+    why = turns.skip_reason(backup_from, role, "applies the retention")
+    if why is not None:
+        return Outcome(True, why, {"role": role, "from": backup_from}, skipped=True)
+    waiting = False
+    while True:
+        try:
+            result = expire_command.run(settings, retention)
+            break
+        except LockHeld as exc:
+            if not waiting:
+                waiting = True
+                log.info("expire waits for the repository lock: %s", exc.message)
+        if not _lock_freed(settings, cancel):
+            return Outcome(False, "expire cancelled while waiting for the repository lock")
     status.size_changed()
     return Outcome(
         True,
         f"expired {len(result.expired)} backups, freed {result.freed_bytes} bytes",
-        {"expired": len(result.expired), "freed_bytes": result.freed_bytes},
+        {"expired": len(result.expired), "freed_bytes": result.freed_bytes, "role": role},
     )
 
 
 def check(settings: Settings) -> Outcome:
     result = check_command.run(settings)
     return Outcome(result.ok, result.summary, {"archived_wal": result.archived_wal})
+
+
+def _lock_freed(settings: Settings, cancel: threading.Event) -> bool:
+    """Waits until the cluster lock is not live (released, expired, unreadable);
+    ``False`` if ``cancel`` was set first. Polls the record, not ``expire`` itself,
+    which would log a begin line at each try."""
+    storage = open_repo(settings).storage
+    while not cancel.wait(backup_turn.LOCK_POLL_S):
+        held = locks.holder(storage, backup_command.LOCK_NAME)
+        if held is None or not held.is_live(datetime.now(UTC)):
+            return True
+    return False
+
+
+def _last_fire(expr: str, zone: ZoneInfo) -> datetime:
+    """When the backup's current turn fell due (the newest fire time until now)."""
+    now = datetime.now(UTC)
+    return turns.last_fire(turns.trigger(expr, zone), now) or now
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _last_backup(m: Manifest) -> LastBackup:
+    duration = (m.stop_time - m.start_time).total_seconds()
+    return LastBackup(m.stop_time.timestamp(), duration, m.original_size_bytes, m.stored_size_bytes)
 
 
 def _drill(report: DrillReport) -> LastDrill:
@@ -170,15 +252,7 @@ class Status:
         self._seeded = True
         last: dict[str, datetime] = {}
         if newest is not None:
-            duration = (newest.stop_time - newest.start_time).total_seconds()
-            self.metrics.backup_taken(
-                LastBackup(
-                    newest.stop_time.timestamp(),
-                    duration,
-                    newest.original_size_bytes,
-                    newest.stored_size_bytes,
-                )
-            )
+            self.metrics.backup_taken(_last_backup(newest))
             last["backup"] = newest.stop_time
         if reports:
             self.metrics.drill_finished(_drill(max(reports, key=lambda r: r.finished)))
@@ -194,6 +268,20 @@ class Status:
         self.read_archiver()
         if time.monotonic() >= self._size_due:
             self.repository_size()
+            self.newest_backup()
+
+    def newest_backup(self) -> None:
+        """The newest backup's figures from the repository: another node may have taken
+        it (a daemon on a standby must not report its last backup as ever older)."""
+        try:
+            repo = open_repo(self._settings)
+            done, _ = catalog.backup_ids(repo)
+            if done:
+                self.metrics.backup_taken(_last_backup(catalog.load(repo, done[-1])))
+        except JanuaError as exc:
+            self._warn("newest", f"cannot read the newest backup: {exc.message}")
+            return
+        self._said.pop("newest", None)
 
     def repository_size(self) -> None:
         try:
@@ -211,17 +299,22 @@ class Status:
         self._size_due = 0.0
 
     def read_archiver(self) -> None:
+        """The archiver's figures and this node's role (asked again at each refresh)."""
         try:
-            stats, refused = archiver_stats(self._settings.postgres.dsn)
+            row = stats.archiver(self._settings.postgres.dsn)
         except JanuaError as exc:
             self.metrics.set_archiver(None)
+            self.metrics.set_role(None)
             self._warn("archiver", f"cannot read pg_stat_archiver: {exc.message}")
             return
         self._said.pop("archiver", None)
-        self.metrics.set_archiver(stats)
-        if refused and "ready" not in self._said:
-            self._said["ready"] = refused
-            log.warning("WAL segments waiting to be archived are not reported: %s", refused)
+        self.metrics.set_archiver(_archiver(row))
+        self.metrics.set_role(row.role)
+        if row.ready_refused and "ready" not in self._said:
+            self._said["ready"] = row.ready_refused
+            log.warning(
+                "WAL segments waiting to be archived are not reported: %s", row.ready_refused
+            )
 
     def _warn(self, what: str, message: str) -> None:
         if self._said.get(what) != message:
@@ -229,44 +322,11 @@ class Status:
             log.warning(message)
 
 
-def archiver_stats(dsn: str | None) -> tuple[ArchiverStats, str | None]:
-    """``pg_stat_archiver`` and the ``.ready`` files of ``pg_wal/archive_status``; the
-    second value says why the ready count is missing (listing needs pg_monitor)."""
-    with pgconn.connect(dsn) as conn:
-        archived, failed, last_ok, last_failed = pgconn.query_one(
-            conn,
-            "SELECT archived_count, failed_count, last_archived_time, last_failed_time "
-            "FROM pg_stat_archiver",
-        )
-        user, allowed = pgconn.query_one(
-            conn,
-            "SELECT current_user, "
-            "has_function_privilege(to_regprocedure('pg_ls_archive_statusdir()'), 'EXECUTE')",
-        )
-        ready: int | None = None
-        refused: str | None = None
-        if allowed:
-            (count,) = pgconn.query_one(
-                conn,
-                "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE right(name, 6) = '.ready'",
-            )
-            ready = int(count)
-        elif allowed is None:
-            refused = "PostgreSQL before 12 has no pg_ls_archive_statusdir()"
-        else:
-            refused = (
-                f"role {user} may not list pg_wal/archive_status; "
-                f"GRANT pg_monitor TO {user} to report them"
-            )
-    stats = ArchiverStats(
-        archived_count=int(archived),
-        failed_count=int(failed),
-        last_archived=_timestamp(last_ok),
-        last_failed=_timestamp(last_failed),
-        ready_segments=ready,
+def _archiver(row: stats.ArchiverRow) -> ArchiverStats:
+    return ArchiverStats(
+        archived_count=row.archived_count,
+        failed_count=row.failed_count,
+        last_archived=row.last_archived.timestamp() if row.last_archived else None,
+        last_failed=row.last_failed.timestamp() if row.last_failed else None,
+        ready_segments=row.ready_segments,
     )
-    return stats, refused
-
-
-def _timestamp(value: object) -> float | None:
-    return value.timestamp() if isinstance(value, datetime) else None

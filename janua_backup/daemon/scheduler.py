@@ -38,18 +38,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from janua_backup import policy
 from janua_backup.config import Settings
 from janua_backup.daemon import jobs
 from janua_backup.daemon.jobs import Job, Outcome
+from janua_backup.daemon.turns import trigger
 from janua_backup.errors import ConfigError, JanuaError
 from janua_backup.metrics import Metrics, Server
 from janua_backup.policy import Policy, Schedule
@@ -60,7 +58,12 @@ REFRESH_S = 30.0  # archiver figures: often enough for a 5-minute alert, cheap f
 SERIAL = "serial"  # the executor of the jobs that take turns
 SERIAL_JOBS = ("backup", "verify", "expire")
 CATCH_UP_JOBS = ("backup", "verify")  # the repository says when these last ran
-_LEVELS = {"ok": logging.INFO, "abandoned": logging.WARNING, "failed": logging.ERROR}
+_LEVELS = {
+    "ok": logging.INFO,
+    "skipped": logging.INFO,
+    "abandoned": logging.WARNING,
+    "failed": logging.ERROR,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,14 +71,6 @@ class Options:
     metrics_address: str = "127.0.0.1"
     metrics_port: int = 0  # 0: no metrics endpoint
     refresh_s: float = REFRESH_S
-
-
-def trigger(expr: str, zone: ZoneInfo) -> Any:
-    """An APScheduler trigger for a validated schedule: ``@every Ns`` or a crontab line."""
-    seconds = policy.interval_s(expr)
-    if seconds is not None:
-        return IntervalTrigger(seconds=seconds, timezone=zone)
-    return CronTrigger.from_crontab(expr, timezone=zone)
 
 
 def missed_run(trig: Any, now: datetime, grace_s: int) -> datetime | None:
@@ -97,8 +92,8 @@ def _catch_up(
 ) -> bool:
     """Whether a backup or drill fell due within the grace time with none in the repository
     since (the daemon was down then); ``last_success`` is ``None`` when it is unknown."""
-    if last_success is None or name not in CATCH_UP_JOBS:
-        return False
+    if last_success is None or name not in CATCH_UP_JOBS or isinstance(trig, IntervalTrigger):
+        return False  # an interval's next turn comes soon: no catch-up
     missed = missed_run(trig, now, grace_s)
     last = last_success.get(name)
     if missed is None or (last is not None and last >= missed):
@@ -205,7 +200,15 @@ class Daemon:
             log.exception("job %s raised an unexpected error", name, extra={"job": name})
             outcome = Outcome(False, f"unexpected {type(exc).__name__}: {exc}")
         duration = time.monotonic() - started
-        result = "ok" if outcome.ok else "abandoned" if self.stopping.is_set() else "failed"
+        result = (
+            "skipped"
+            if outcome.skipped
+            else "ok"
+            if outcome.ok
+            else "abandoned"
+            if self.stopping.is_set()
+            else "failed"
+        )
         fields = "".join(f" {k}={v}" for k, v in outcome.fields.items())
         log.log(
             _LEVELS[result],
@@ -224,7 +227,7 @@ class Daemon:
                 **outcome.fields,
             },
         )
-        if outcome.ok:
+        if result == "ok":
             self.metrics.succeeded(name, (outcome.finished or datetime.now(UTC)).timestamp())
         elif result == "failed":
             self.metrics.failed(name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from janua_backup.commands.backup import BackupResult
@@ -57,7 +58,11 @@ def _span(w: Window) -> str:
             f"pick with --target-timeline ({picks})"
         )
     if w.restorable:
-        return f"{utc(w.earliest_time)} .. {utc(w.latest_time)}"
+        # The end to the microsecond: it is the last archived commit, and a target
+        # time must be strictly before it.
+        return f"{utc(w.earliest_time)} .. {_to_the_microsecond(w.latest_time)} " + (
+            "(last commit)" if w.latest_time != w.earliest_time else "(no commit archived)"
+        )
     return f"NOT RESTORABLE: WAL {w.missing_segment} missing"
 
 
@@ -299,3 +304,7 @@ class ProgressMeter:
     def close(self) -> None:
         if self.enabled and self.done:
             sys.stderr.write("\n")
+
+
+def _to_the_microsecond(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%fZ") if value else "-"

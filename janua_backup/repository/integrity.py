@@ -53,7 +53,7 @@ from janua_backup.pg.wal import (
     classify,
 )
 from janua_backup.pipeline.stream import Digest
-from janua_backup.repository import catalog, layout, timelines, wal_archive, window
+from janua_backup.repository import catalog, layout, timelines, wal_archive, window, window_end
 from janua_backup.repository.manifest import FileEntry, Manifest, StoredObject
 from janua_backup.repository.objects import Repo
 from janua_backup.repository.reread import rereading
@@ -195,6 +195,7 @@ def check(
         index = _without(index, damaged_wal)
         paths = {m.backup_id: _paths(m, index) for m in manifests}
         defaults = {m.backup_id: window.compute(m, index) for m in manifests}
+    paths, defaults = _settled(repo, index, paths, defaults, segment_size)
     for m in manifests:
         problems += _wal_problems(m, paths[m.backup_id], damaged_wal)
         conflict = defaults[m.backup_id].conflict
@@ -333,6 +334,21 @@ def _paths(manifest: Manifest, index: WalIndex) -> list[_Path]:
             )
         )
     return paths
+
+
+def _settled(
+    repo: Repo,
+    index: WalIndex,
+    paths: dict[str, list[_Path]],
+    defaults: dict[str, Window],
+    segment_size: int,
+) -> tuple[dict[str, list[_Path]], dict[str, Window]]:
+    """Each window up to its last archived commit, as `list` and `restore` say: every
+    path's and each backup's default one, settled together (each last segment read once)."""
+    flat = [p.window for ps in paths.values() for p in ps] + list(defaults.values())
+    ends = iter(window_end.settle(repo, index, flat, segment_size))
+    settled = {k: [replace(p, window=next(ends)) for p in ps] for k, ps in paths.items()}
+    return settled, {k: next(ends) for k in defaults}
 
 
 def _wal_problems(manifest: Manifest, paths: Sequence[_Path], damaged: set[str]) -> list[Problem]:

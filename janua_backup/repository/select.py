@@ -85,7 +85,9 @@ def _reaches(window: Window, target: Target) -> bool:
             return window.earliest_lsn <= target.lsn
         return True
     if target.kind == "time" and target.time is not None:
-        return window.earliest_time <= target.time <= window.latest_time
+        # Recovery stops before the first commit/abort stamped after the target;
+        # latest_time is the last one archived (window_end), so it must be later.
+        return window.earliest_time <= target.time < window.latest_time
     if target.kind == "lsn" and target.lsn is not None:
         return window.earliest_lsn <= target.lsn <= window.latest_lsn
     return True  # immediate, latest, xid and name: PostgreSQL checks xid and name itself
@@ -93,6 +95,15 @@ def _reaches(window: Window, target: Target) -> bool:
 
 def _refusal(target: Target, windows: Sequence[Window], backup_id: str | None) -> str:
     which = f"backup {backup_id}" if backup_id else "any backup"
+    ends = [w.latest_time for w in windows if w.restorable and w.latest_time is not None]
+    if target.kind == "time" and target.time is not None and ends and target.time >= max(ends):
+        last = _iso(max(ends))
+        return (
+            f"target time {_iso(target.time)} is not before {last}, the last commit in the "
+            f"archived WAL and the end of the recoverable window of {which}; restore to the "
+            f"end of the archive with `--target latest` (or no target), or pick a time "
+            f"before {last}"
+        )
     if target.kind == "time" and target.time is not None:
         where = f"target time {_iso(target.time)}"
     elif target.kind == "lsn":

@@ -25,7 +25,7 @@ class Window:
     earliest_lsn: Lsn
     earliest_time: datetime
     latest_lsn: Lsn | None  # None: WAL needed to reach consistency is missing
-    latest_time: datetime | None
+    latest_time: datetime | None  # provisional: window_end.settle sets the last archived commit
     timeline: int  # the timeline recovery ends on
     first_segment: str
     last_segment: str | None

@@ -108,6 +108,10 @@ def pytest_runtest_makereport(
     if report.when == "call" and report.failed and isinstance(factory, PgFactory):
         for cluster in factory.clusters:
             report.sections.append((f"server log {cluster.log_path}", log_tail(cluster.log_path)))
+    if report.when == "call" and report.failed:  # e.g. a PatroniCluster: etcd, Patroni, PG logs
+        for value in getattr(item, "funcargs", {}).values():
+            if callable(getattr(value, "log_sections", None)):
+                report.sections.extend(value.log_sections())
     return report
 
 

@@ -85,6 +85,9 @@ def test_drill_passes_then_fails_on_each_fault(
     assert names["replayed to the end of the archive"]["ok"]
     assert report["recovered_to_time"] == last_commit.astimezone(UTC).isoformat()
     assert 0 <= report["rpo_bytes"] < 16 * 1024 * 1024
+    # The newest archived WAL's time is its last commit, the one replayed: nothing lost.
+    assert report["newest_wal_time"] == last_commit.astimezone(UTC).isoformat()
+    assert report["rpo_s"] == 0
     assert report["restore_s"] > 0 and report["replay_s"] > 0
     assert report["total_s"] >= report["restore_s"] + report["replay_s"]
     assert list(scratch.iterdir()) == []  # the scratch directory is gone

@@ -164,3 +164,16 @@ def test_the_four_kinds_of_alert_are_there() -> None:
     assert "janua_backup_wal_ready_segments" in by_name["PostgreSQLWALArchivingBehind"]["expr"]
     assert "janua_backup_last_drill_passed == 0" in by_name["PostgreSQLRestoreDrillFailed"]["expr"]
     assert "2 * 86400" in by_name["PostgreSQLRestoreDrillStale"]["expr"]
+
+
+def test_the_node_role_is_a_state_set_absent_until_known() -> None:
+    metrics = Metrics()
+    assert value(metrics, "node_role", role="primary") is None  # never asked: no made-up role
+    metrics.set_role("standby")
+    assert value(metrics, "node_role", role="primary") == 0.0
+    assert value(metrics, "node_role", role="standby") == 1.0
+    metrics.set_role("primary")  # promoted: the next read says so
+    assert value(metrics, "node_role", role="primary") == 1.0
+    assert value(metrics, "node_role", role="standby") == 0.0
+    metrics.set_role(None)  # PostgreSQL could not be asked
+    assert value(metrics, "node_role", role="primary") is None

@@ -515,3 +515,20 @@ def test_odd_quoted_keys_and_inline_tables_are_located(tmp_path: Path) -> None:
     assert_located(path, "back[up]", "unknown key schedule.back[up]")
     inline = write(tmp_path, '\nschedule = { backup = "0 99 * * *" }\n')
     assert_located(inline, "schedule =", "schedule.backup '0 99 * * *'")
+
+
+# --- backup.from: where a cluster's backups run ---------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["primary", "standby", "any"])
+def test_backup_from_names_the_nodes_that_take_backups(tmp_path: Path, where: str) -> None:
+    loaded = policy.load(write(tmp_path, f'[backup]\nfrom = "{where}"\n'))
+    assert loaded.backup.from_ == where
+    assert policy.load(write(tmp_path, "")).backup.from_ == "primary"  # left out: the primary
+
+
+def test_a_bad_backup_from_names_the_line_and_the_choices(tmp_path: Path) -> None:
+    path = write(tmp_path, '[backup]\ntype = "full"\nfrom = "replica"\n')
+    assert_located(path, "from =", "backup.from 'replica'", "primary, standby, any")
+    path = write(tmp_path, '[backup]\nfrom_ = "any"\n')
+    assert_located(path, "from_ =", "unknown key backup.from_", "compression, from, level, type")

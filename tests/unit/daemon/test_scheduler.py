@@ -19,7 +19,7 @@ from janua_backup import logs, policy
 from janua_backup.commands.common import open_repo
 from janua_backup.config import RepoSettings, Settings
 from janua_backup.daemon.jobs import Job, Outcome, Status
-from janua_backup.daemon.scheduler import Daemon, missed_run, trigger
+from janua_backup.daemon.scheduler import Daemon, _catch_up, missed_run, trigger
 from janua_backup.errors import BackupError
 from janua_backup.metrics import Metrics
 from janua_backup.policy import Schedule
@@ -205,6 +205,25 @@ def test_a_job_is_abandoned_on_stop_and_not_counted_as_a_failure(
     assert called == []
 
 
+def test_a_skipped_turn_is_logged_why_and_is_neither_a_success_nor_a_failure(
+    stopping: threading.Event, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    metrics = Metrics()
+    schedule = Schedule(verify="", expire="", check="")
+    daemon = Daemon(schedule, table(schedule), metrics, stopping=stopping)
+    why = "this node is a standby and the policy's backup.from is 'primary'"
+    daemon.guard("backup", lambda: Outcome(True, why, {"role": "standby"}, skipped=True))
+    snapshot = metrics.snapshot()
+    assert snapshot.failures == {"backup": 0}
+    assert "backup" not in snapshot.success
+    (done,) = records(caplog, "done")
+    assert done.levelno == logging.INFO
+    line = json.loads(logs.JsonFormatter().format(done))
+    assert (line["outcome"], line["role"], line["summary"]) == ("skipped", "standby", why)
+    assert "job=backup outcome=skipped" in line["message"] and "role=standby" in line["message"]
+
+
 # --- a restarted daemon catches up ----------------------------------------------------------
 
 
@@ -215,7 +234,11 @@ def test_missed_run_is_the_newest_fire_time_within_the_grace() -> None:
     assert missed_run(nightly, at + timedelta(hours=1), 3600) is None
     tens = trigger("*/10 * * * *", ZoneInfo("UTC"))
     assert missed_run(tens, at + timedelta(minutes=5), 3600) == at
-    assert missed_run(trigger("@every 5s", ZoneInfo("UTC")), at, 3600) is None
+    # Intervals count from the epoch (daemon.turns), so they have fire times before the start;
+    # but an interval's missed run is not caught up: its next turn comes soon.
+    every = trigger("@every 5s", ZoneInfo("UTC"))
+    assert missed_run(every, at + timedelta(seconds=3), 3600) == at
+    assert not _catch_up("backup", every, at + timedelta(seconds=3), 3600, {})
 
 
 def test_a_backup_missed_while_down_runs_at_once_unless_the_repository_has_it(

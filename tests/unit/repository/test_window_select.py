@@ -54,3 +54,20 @@ def test_choose_picks_the_newest_backup_before_the_target_and_refuses_outside() 
     for outside in (T0 - timedelta(days=1), T0 + timedelta(days=1)):
         with pytest.raises(TargetOutOfRange, match="recoverable window"):
             choose(pairs, Target("time", time=outside))
+
+
+def test_a_time_target_must_be_strictly_before_the_last_archived_commit() -> None:
+    # PostgreSQL stops before the first commit stamped after the target: at the last
+    # commit's own time nothing is left to stop at, and recovery would end short.
+    index = window.WalIndex.build(archived(1, 2, 20), {}, SEG)
+    (m,) = (manifest("A", minutes=0),)
+    w = window.compute(m, index)
+    assert w.latest_time is not None
+    last_commit = w.latest_time
+    pairs = [(m, w)]
+    just_before = Target("time", time=last_commit - timedelta(microseconds=1))
+    assert choose(pairs, just_before).manifest.backup_id == "A"
+    for after in (last_commit, last_commit + timedelta(seconds=1)):
+        with pytest.raises(TargetOutOfRange, match="--target latest") as refused:
+            choose(pairs, Target("time", time=after))
+        assert last_commit.strftime("%Y-%m-%dT%H:%M:%S") in refused.value.message
