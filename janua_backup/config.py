@@ -116,7 +116,8 @@ class S3Settings:
     access_key_id: str | None = field(default=None, repr=False)
     secret_access_key: str | None = field(default=None, repr=False)
     session_token: str | None = field(default=None, repr=False)
-    path_style: bool = True
+    path_style: bool | None = None  # None: path-style when an endpoint is set, else virtual-hosted
+    profile: str | None = None  # AWS profile (~/.aws of the user running janua-backup)
     verify_tls: bool = True
     ca_bundle: str | None = None
     retry_deadline_s: float = 60.0
@@ -266,6 +267,14 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "JANUA_BACKUP_ALLOW_READABLE_SECRETS": ("security", "allow_readable_secrets"),
 }
 
+# boto3's own variables, used only where nothing else (file, JANUA_BACKUP_*, flags) set
+# the key, as boto3 does; read here so the defaults that depend on them (path style,
+# the quick client) see them. The first one set wins.
+AWS_FALLBACKS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("s3", "endpoint"): ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+    ("s3", "profile"): ("AWS_PROFILE",),
+}
+
 # Generic variables of the user's shell, not janua-backup's: the config file names its
 # cluster on purpose, so a PGDATA left in the shell fills a gap but never switches the
 # cluster the file names (check said ok while backup read another cluster).
@@ -299,6 +308,10 @@ def load(
         raw["encryption"]["passphrase"] = environ[passphrase_env]
     for section, flags in (overrides or {}).items():
         raw[section].update({k: v for k, v in flags.items() if v is not None})
+    for (section, key), names in AWS_FALLBACKS.items():
+        given = next((environ[name] for name in names if environ.get(name)), None)
+        if raw[section].get(key) in (None, "") and given is not None:
+            raw[section][key] = given
     built = {name: _build(name, cls, raw[name]) for name, cls in _SECTIONS.items()}
     settings = Settings(config_path=abs_path, **built)
     _validate(settings)
@@ -392,7 +405,7 @@ def _coerce(section: str, key: str, value: object, default: object) -> object:
     wal-push's errors land in the PostgreSQL log on every retry.
     """
     name = f"{section}.{key}"
-    if isinstance(default, bool):
+    if isinstance(default, bool) or (section, key) in _OPTIONAL_BOOLS:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
@@ -418,6 +431,7 @@ def _coerce(section: str, key: str, value: object, default: object) -> object:
     return value
 
 
+_OPTIONAL_BOOLS = frozenset({("s3", "path_style")})  # None (unset) picks a default later
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 

@@ -75,7 +75,11 @@ def _repo_or_old_flag(ctx: click.Context, param: click.Parameter, values: tuple[
 )
 @click.option("--policy", "policy_path", type=click.Path(dir_okay=False), help="Policy file.")
 @click.option("--amcheck/--no-amcheck", default=None, help="Drill: run pg_amcheck.")
-@click.option("--scratch-dir", type=click.Path(file_okay=False), help="Drill: where to restore.")
+@click.option(
+    "--scratch-dir",
+    type=click.Path(file_okay=False),
+    help="Drill: where to restore (default: /var/tmp, on disk; /tmp is often RAM).",
+)
 @click.option("--keep", is_flag=True, help="Drill: keep the scratch directory afterwards.")
 @click.option("--pg-bindir", help="Drill: PostgreSQL binaries of the backup's major version.")
 @click.option("--pg-user", help="Drill: role to connect as (default: the data's owner).")

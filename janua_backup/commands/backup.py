@@ -47,6 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from janua_backup import locks
 from janua_backup.commands import backup_standby
@@ -60,13 +61,16 @@ from janua_backup.errors import (
     JanuaError,
 )
 from janua_backup.pg import conn as pgconn
-from janua_backup.pg import control, datadir
+from janua_backup.pg import control, datadir, lowlevel
 from janua_backup.pg.lowlevel import BackupStop, LowLevelBackup
 from janua_backup.pg.wal import WalSegment
 from janua_backup.repository import catalog, layout, marker, pins, transfer
 from janua_backup.repository.manifest import FileEntry, Manifest, required_format
 from janua_backup.repository.objects import Repo
 from janua_backup.repository.transfer import Progress, SourceFile
+
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger(__name__)
 CONTROL = datadir.CONTROL_FILE  # read after every other file (see the module docstring)
@@ -215,6 +219,7 @@ def _run(
             _wait_archived(
                 repo, stop, facts.wal_segment_size, settings.backup.archive_timeout_s,
                 standby=facts.in_recovery,
+                archiver=None if facts.in_recovery else _ArchiverWatch(conn),
             )  # fmt: skip
             archived = time.monotonic()
         except OSError as exc:
@@ -364,14 +369,53 @@ def _sources(pgdata: Path) -> list[SourceFile]:
     return result
 
 
+class _ArchiverWatch:
+    """Fails the wait early when PostgreSQL's archiver keeps failing on the awaited segment.
+
+    Without it a backup on a cluster whose archive_command fails waits its whole
+    archive_timeout_s (300 s) for a segment that cannot come. Evidence is a rise of
+    ``failed_count`` with ``last_failed_wal`` at or before the awaited segment (the
+    archiver goes in order: a failure there blocks it), seen twice, so one transient
+    failure the archiver then retries successfully does not fail the backup.
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+        self._count, _ = lowlevel.archiver_failures(conn)
+        self._seen = 0
+
+    def check(self, awaited: str) -> None:
+        count, last = lowlevel.archiver_failures(self._conn)
+        grew, self._count = count > self._count, count
+        # Same-length names of one timeline order as the segments do; .history,
+        # .partial and .backup files are not the awaited segment's blockers.
+        if grew and last is not None and len(last) == len(awaited) and last <= awaited:
+            self._seen += 1
+        if self._seen >= 2:
+            raise BackupError(
+                f"PostgreSQL's archive_command keeps failing (pg_stat_archiver: "
+                f"last_failed_wal {last}, {count} failures), so WAL segment {awaited} that "
+                "this backup needs cannot be archived; run 'janua-backup check' and read the "
+                "PostgreSQL log"
+            )
+
+
 def _wait_archived(
-    repo: Repo, stop: BackupStop, segment_size: int, timeout_s: float, *, standby: bool = False
+    repo: Repo,
+    stop: BackupStop,
+    segment_size: int,
+    timeout_s: float,
+    *,
+    standby: bool = False,
+    archiver: _ArchiverWatch | None = None,
 ) -> None:
     # The stop LSN is an exclusive end: the last byte needed is in the segment before it.
     name = WalSegment.before_lsn(stop.timeline, stop.lsn, segment_size).name
     deadline = time.monotonic() + timeout_s
     delay_s = ARCHIVE_POLL_FIRST_S
     while repo.storage.head(layout.wal_key(name)) is None:
+        if archiver is not None:
+            archiver.check(name)
         if time.monotonic() > deadline:
             hint = (
                 "; from a standby the primary must complete that segment first: set "

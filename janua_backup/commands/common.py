@@ -48,7 +48,9 @@ def open_storage(
         access_key_id=s3.access_key_id,
         secret_access_key=s3.secret_access_key,
         session_token=s3.session_token,
-        path_style=s3.path_style,
+        # Unset: path-style for an S3-compatible endpoint, virtual-hosted on AWS.
+        path_style=s3.endpoint is not None if s3.path_style is None else s3.path_style,
+        profile=s3.profile,
         verify_tls=verify,
         retry_deadline_s=s3.retry_deadline_s,
         quick_start=quick_start,

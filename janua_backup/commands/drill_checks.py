@@ -8,6 +8,7 @@ so one bad finding does not hide the others.
 from __future__ import annotations
 
 import functools
+import os
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -28,6 +29,25 @@ def timed(name: str, check: Callable[[], str]) -> DrillCheck:
     except JanuaError as exc:
         message, ok = exc.message, False
     return DrillCheck(name, ok, message, round(time.monotonic() - started, 3))
+
+
+def skipped(name: str, reason: str) -> DrillCheck:
+    """A check this machine cannot run (its tool is missing): reported, not failed."""
+    return DrillCheck(name, True, reason, 0.0, skipped=True)
+
+
+def missing_tool(server: ScratchServer, program: str) -> str | None:
+    """Why ``program`` cannot run from the scratch server's bindir, or None when it can.
+
+    Packagers split the client programs from the server (Debian's -contrib, the
+    minimal builds of some images), so a drill names what is missing and goes on.
+    """
+    path = server.bindir / program
+    if not path.is_file():
+        return f"{program} is not in {server.bindir}"
+    if not os.access(path, os.X_OK):
+        return f"{path} is not executable"
+    return None
 
 
 class CheckFailure(JanuaError):
@@ -75,11 +95,19 @@ def _query(server: ScratchServer, q: CheckQuery) -> str:
 
 def amcheck(server: ScratchServer, timeout_s: float) -> DrillCheck:
     """pg_amcheck on every database: B-tree and heap structure (installs amcheck in the
-    scratch copy only)."""
+    scratch copy only); skipped where pg_amcheck (PostgreSQL 13 has none) or the amcheck
+    extension is not installed."""
+    missing = missing_tool(server, "pg_amcheck")
+    if missing:
+        return skipped("amcheck", f"{missing} (PostgreSQL 14 and later ship it): not run")
+    if not _extension_available(server, "amcheck"):
+        return skipped(
+            "amcheck",
+            f"the amcheck extension is not installed beside {server.bindir} "
+            "(a contrib package): pg_amcheck not run",
+        )
 
     def check() -> str:
-        if not (server.bindir / "pg_amcheck").exists():
-            raise CheckFailure(f"pg_amcheck is not in {server.bindir}")
         code, output = server.run_tool(
             "pg_amcheck",
             "--all",
@@ -101,7 +129,11 @@ def amcheck(server: ScratchServer, timeout_s: float) -> DrillCheck:
 
 
 def checksums(server: ScratchServer, timeout_s: float) -> DrillCheck:
-    """pg_checksums --check reads every page; the server must be stopped cleanly first."""
+    """pg_checksums --check reads every page; the server must be stopped cleanly first.
+    Skipped where the bindir has no pg_checksums."""
+    missing = missing_tool(server, "pg_checksums")
+    if missing:
+        return skipped("data checksums", f"{missing}: page checksums not verified")
 
     def check() -> str:
         code, output = server.run_tool(
@@ -112,6 +144,17 @@ def checksums(server: ScratchServer, timeout_s: float) -> DrillCheck:
         return "every page's checksum verified"
 
     return timed("data checksums", check)
+
+
+def _extension_available(server: ScratchServer, name: str) -> bool:
+    """Whether the server can CREATE EXTENSION ``name``; when asking fails, True, so
+    the check runs and reports the real problem as its finding."""
+    try:
+        return bool(
+            server.query(f"SELECT 1 FROM pg_available_extensions WHERE name = '{name}'")
+        )
+    except JanuaError:
+        return True
 
 
 def reached_end(recovered_to: Lsn | None, last_segment_start: Lsn | None) -> DrillCheck:

@@ -132,6 +132,7 @@ def run(
             archive_mode="off",  # a drill never archives (its server is started so too)
         )
         choice, plan = restore.prepare(settings, rr)
+        _warn_if_in_memory(home, plan.fetch_bytes)
         manifest = choice.manifest
         bindir = find_bindir(manifest.pg_version_num // 10000, request.pg_bindir)
         checks: list[DrillCheck] = []
@@ -161,7 +162,19 @@ def run(
     return DrillResult(report, key, str(home) if request.keep else None)
 
 
+DEFAULT_SCRATCH_PARENT = Path("/var/tmp")
+"""Where drills restore without --scratch-dir: a whole cluster is written there.
+
+/tmp (the system temp dir) is a tmpfs on many systems (Fedora, Arch, Debian 13):
+a drill of a big backup there fills RAM and swap. /var/tmp is on disk by the FHS
+and by systemd's defaults, meant for large temporary files, and present on every
+Linux; TMPDIR is not consulted, it usually names the same small places.
+"""
+
+
 def _scratch_home(parent: Path | None) -> Path:
+    if parent is None and DEFAULT_SCRATCH_PARENT.is_dir():
+        parent = DEFAULT_SCRATCH_PARENT
     try:
         return Path(tempfile.mkdtemp(prefix="janua-verify-", dir=parent))
     except OSError as exc:
@@ -170,6 +183,48 @@ def _scratch_home(parent: Path | None) -> Path:
             f"cannot create a scratch directory in {where} ({exc.strerror}); give --scratch-dir "
             "an existing directory with room for a full restore"
         ) from exc
+
+
+def _warn_if_in_memory(home: Path, restore_bytes: int) -> None:
+    """A tmpfs scratch directory holds the restore in RAM: say so when it cannot fit."""
+    mount = _tmpfs_mount(home)
+    available = _memory_available_bytes()
+    if mount is None or available is None or restore_bytes <= available:
+        return
+    log.warning(
+        "the scratch directory %s is on a tmpfs (%s): restoring %d bytes there needs more "
+        "than the %d bytes of memory available; give --scratch-dir a directory on disk",
+        *(home, mount, restore_bytes, available),
+    )
+
+
+def _tmpfs_mount(path: Path) -> str | None:
+    """The tmpfs mount point holding ``path`` (the longest matching mount), or None."""
+    best: tuple[str, str] | None = None
+    try:
+        lines = Path("/proc/self/mounts").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None  # not Linux: no verdict
+    resolved = str(path.resolve())
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = resolved == point or resolved.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) > len(best[0])):
+            best = (point, fields[2])
+    return best[0] if best is not None and best[1] == "tmpfs" else None
+
+
+def _memory_available_bytes() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def _stopper(cancel: threading.Event | None) -> Callable[[int], None] | None:

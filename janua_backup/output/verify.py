@@ -32,7 +32,8 @@ def render(result: DrillResult, as_json: bool) -> None:
     if r.error:
         print(f"  error: {r.error}")
     for c in r.checks:
-        print(f"  {'ok  ' if c.ok else 'FAIL'} {c.name}: {c.message}")
+        label = "skip" if c.skipped else "ok  " if c.ok else "FAIL"
+        print(f"  {label} {c.name}: {c.message}")
     if r.server_log_tail:
         print("  server log (last lines):")
         for line in r.server_log_tail.splitlines():

@@ -120,3 +120,11 @@ def label_timeline(label: str) -> int:
     if match is None:
         raise PostgresError("backup_label from PostgreSQL has no START TIMELINE line")
     return int(match.group(1))
+
+
+def archiver_failures(conn: psycopg.Connection[Any]) -> tuple[int, str | None]:
+    """``pg_stat_archiver``'s failed_count and last_failed_wal: a backup waiting for its
+    stop segment reads them to tell "archiving fails" from "archiving is slow"."""
+    count, last = query_one(conn, "SELECT failed_count, last_failed_wal FROM pg_stat_archiver")
+    return int(count), (str(last) if last is not None else None)
+

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from janua_backup.errors import ConfigError, PostgresError
+from janua_backup.errors import ConfigError, FormatError, PostgresError
+from janua_backup.pg.version import parse_version_output
 
 if TYPE_CHECKING:
     import psycopg
@@ -74,10 +75,11 @@ def _major_of(bindir: Path) -> int | None:
     if not postgres.exists():
         return None
     done = subprocess.run([str(postgres), "--version"], capture_output=True, text=True, check=False)
-    words = done.stdout.split()
+    if done.returncode != 0:
+        return None
     try:
-        return int(words[-1].split(".")[0]) if done.returncode == 0 and words else None
-    except ValueError:
+        return parse_version_output(done.stdout).major
+    except FormatError:
         return None
 
 
@@ -293,6 +295,8 @@ class ScratchServer:
             )
         except subprocess.TimeoutExpired:
             return -1, f"{program} did not finish within {timeout_s:.0f}s"
+        except OSError as exc:  # removed or not executable since it was looked for
+            raise PostgresError(f"could not run {self.bindir / program}: {exc.strerror}") from exc
         return done.returncode, (done.stdout + done.stderr).strip()
 
 

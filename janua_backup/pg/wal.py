@@ -411,7 +411,7 @@ XLP_LONG_HEADER = 0x0002
 _XLP_ALL_FLAGS = 0x000F
 _LONG_HEADER = struct.Struct("<HHIQI4xQII")
 LONG_HEADER_BYTES = _LONG_HEADER.size
-PAGE_MAGIC = {13: 0xD106, 14: 0xD10D, 15: 0xD110, 16: 0xD113, 17: 0xD116}
+PAGE_MAGIC = {13: 0xD106, 14: 0xD10D, 15: 0xD110, 16: 0xD113, 17: 0xD116, 18: 0xD118}
 """``XLOG_PAGE_MAGIC`` of each major version: a server reads only its own."""
 _PAGE_MAGIC_MAJOR = {magic: major for major, magic in PAGE_MAGIC.items()}
 

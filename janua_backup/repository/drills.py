@@ -31,6 +31,9 @@ class DrillCheck:
     ok: bool
     message: str
     duration_s: float = 0.0
+    # A check that could not run here (its tool is not installed): not a failure of
+    # the backup, so ok stays True, but reported as a skip rather than a pass.
+    skipped: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +66,17 @@ class DrillReport:
         return [c for c in self.checks if not c.ok]
 
     @property
+    def skipped_checks(self) -> list[DrillCheck]:
+        return [c for c in self.checks if c.skipped]
+
+    @property
     def summary(self) -> str:
         if self.passed:
+            skipped = len(self.skipped_checks)
             return (
                 f"drill passed: backup {self.backup_id} restored and recovered in "
-                f"{self.total_s:.1f}s, {len(self.checks)} checks passed"
+                f"{self.total_s:.1f}s, {len(self.checks) - skipped} checks passed"
+                + (f", {skipped} skipped" if skipped else "")
             )
         reasons = [self.error] if self.error else []
         reasons += [f"{c.name}: {c.message}" for c in self.failed_checks]

@@ -5,11 +5,17 @@ Must not import: ``janua_backup.pg``, ``janua_backup.pipeline``,
 lazily: importing this module costs nothing, the client is built on first use
 (``wal-push`` runs once per segment, and start-up time is archive latency).
 
-Every botocore exception becomes a ``StorageError``. Retries come in two
-layers: botocore's (``max_attempts`` per request), and around it a loop with
-exponential backoff and jitter, so a throttled or briefly unreachable store
-makes ``archive_command`` wait instead of failing fast. An operation gives up
-after about ``retry_deadline_s`` plus one botocore round.
+Every botocore exception becomes a ``StorageError``. Retries are one policy:
+botocore makes one attempt per call (``max_attempts`` = 1), and around it a
+loop with exponential backoff and jitter, so a throttled or briefly unreachable
+store makes ``archive_command`` wait instead of failing fast. An operation gives
+up after about ``retry_deadline_s``; nesting botocore's own attempts inside that
+loop multiplied both the wait and the warnings (54 s and 10 lines for ``list``
+against a dead endpoint).
+
+Addressing: path-style when an endpoint is set (S3-compatible stores rarely have
+per-bucket DNS names), virtual-hosted on AWS; ``path_style`` in the settings
+overrides either way (``commands.common`` resolves the default).
 
 Choices a reader may wonder about:
 
@@ -116,7 +122,8 @@ class S3Location:
     session_token: str | None = field(default=None, repr=False)
     path_style: bool = True
     verify_tls: bool | str = True  # or a CA bundle path
-    max_attempts: int = 6  # botocore's attempts per request
+    max_attempts: int = 1  # botocore's attempts per call: our loop below is the retry policy
+    profile: str | None = None  # a profile of ~/.aws/config of the user running us; boto3 only
     part_size_bytes: int = 5 * _MIB  # two copies in flight per upload: memory is jobs x 10 MiB
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 60.0
@@ -259,7 +266,7 @@ class S3Storage:
         s = self.settings
         if s.verify_tls is False and (s.endpoint_url or "https:").startswith("https:"):
             _warn_unverified(s.endpoint_url or "AWS")
-        if s.quick_start and s.endpoint_url:
+        if s.quick_start and s.endpoint_url and s.profile is None:
             from janua_backup.storage import s3_wire
 
             creds = s3_wire.usable(
@@ -294,7 +301,8 @@ class S3Storage:
         config = Config(
             connect_timeout=s.connect_timeout_s,
             read_timeout=s.read_timeout_s,
-            retries={"mode": "standard", "max_attempts": s.max_attempts},
+            # total_max_attempts counts the first try; botocore's max_attempts counts retries.
+            retries={"mode": "standard", "total_max_attempts": s.max_attempts},
             # Over https botocore would hash every body again for the signature:
             # TLS and the object format's own SHA-256 already cover those bytes.
             s3={
@@ -306,12 +314,19 @@ class S3Storage:
             response_checksum_validation="when_required",
             user_agent_extra="janua-backup",
         )
-        session = boto3.session.Session(
-            aws_access_key_id=s.access_key_id,
-            aws_secret_access_key=s.secret_access_key,
-            aws_session_token=s.session_token,
-            region_name=s.region,
-        )
+        try:
+            session = boto3.session.Session(
+                aws_access_key_id=s.access_key_id,
+                aws_secret_access_key=s.secret_access_key,
+                aws_session_token=s.session_token,
+                region_name=s.region,
+                profile_name=s.profile,
+            )
+        except bce.ProfileNotFound as exc:
+            raise ConfigError(
+                f"AWS profile {s.profile!r} is not in the AWS config files of this user "
+                "(archive_command runs as postgres, with its own ~/.aws); fix [s3] profile"
+            ) from exc
         return session.client("s3", endpoint_url=s.endpoint_url, verify=s.verify_tls, config=config)
 
     def _call(self, op: str, key: str | None, request: Callable[[S3Client], _T]) -> _T:

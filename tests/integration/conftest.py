@@ -2,7 +2,9 @@
 
 Every test under tests/integration is marked `integration`. Clusters are made with
 initdb from JANUA_TEST_PG_BINDIR, else `pg_config --bindir`, else the Debian
-PostgreSQL 15 directory; as root they run as the postgres OS user.
+PostgreSQL 15 directory; as root they run as the postgres OS user. Tests marked
+``pg_matrix`` run again on each bin directory in JANUA_TEST_PG_MATRIX (':'-separated;
+.ci/run sets it to the PostgreSQL 14, 16, 17 and 18 that scripts/pg-matrix fetches).
 """
 
 from __future__ import annotations
@@ -29,15 +31,71 @@ from localstack import (
     running_as_root,
 )
 
+from janua_backup.errors import FormatError
+from janua_backup.pg.version import parse_version_output
 from tests.conftest import KEEP_DIRS
 
 HERE = Path(__file__).resolve().parent
 
 
+MATRIX_ENV = "JANUA_TEST_PG_MATRIX"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "pg_matrix(only={...}): also run on each PostgreSQL of JANUA_TEST_PG_MATRIX; `only` "
+        "names the one parameter set the extra majors run with",
+    )
+
+
+def matrix_bindirs() -> list[Path]:
+    """The extra majors' bin directories: JANUA_TEST_PG_MATRIX, ':'-separated (CI sets it
+    from scripts/pg-matrix, which fetches PostgreSQL 14, 16, 17 and 18)."""
+    listed = os.environ.get(MATRIX_ENV, "")
+    return [Path(p) for p in listed.split(":") if p.strip()]
+
+
+def _major_id(bindir: Path) -> str:
+    done = subprocess.run(
+        [str(bindir / "postgres"), "--version"], capture_output=True, text=True, check=False
+    )
+    try:
+        return f"pg{parse_version_output(done.stdout).major}"
+    except FormatError:
+        raise pytest.UsageError(f"{MATRIX_ENV}: no PostgreSQL server in {bindir}") from None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked pg_matrix runs once per bin directory: the default one, then each of
+    JANUA_TEST_PG_MATRIX, so the README's one test command also covers the extra majors."""
+    extra = matrix_bindirs()
+    if not extra or "pg_bindir" not in metafunc.fixturenames:
+        return
+    if metafunc.definition.get_closest_marker("pg_matrix") is None:
+        return
+    bindirs = [default_bindir(), *extra]
+    metafunc.parametrize(
+        "pg_bindir", bindirs, ids=[_major_id(b) for b in bindirs], indirect=True, scope="session"
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    deselected: list[pytest.Item] = []
+    default = default_bindir()
     for item in items:
         if HERE in item.path.parents:
             item.add_marker(pytest.mark.integration)
+        marker = item.get_closest_marker("pg_matrix")
+        params = getattr(item, "callspec", None)
+        if marker is None or params is None or params.params.get("pg_bindir", default) == default:
+            continue
+        only: Mapping[str, object] = marker.kwargs.get("only", {})
+        if any(params.params.get(name) != value for name, value in only.items()):
+            deselected.append(item)  # an extra major runs one parameter set, not all
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [i for i in items if i not in deselected]
 
 
 @pytest.hookimpl(wrapper=True)
@@ -173,11 +231,17 @@ def wait_replayed(primary: PgCluster, standby: PgCluster, timeout_s: float = 60)
         time.sleep(0.1)
 
 
-@pytest.fixture(scope="session")
-def pg_bindir() -> Path:
-    """The PostgreSQL server programs' directory: JANUA_TEST_PG_BINDIR or pg_config's."""
+def default_bindir() -> Path:
+    """JANUA_TEST_PG_BINDIR, else pg_config's, else Debian's PostgreSQL 15."""
     override = os.environ.get("JANUA_TEST_PG_BINDIR")
-    bindir = Path(override) if override else default_pg_bindir()
+    return Path(override) if override else default_pg_bindir()
+
+
+@pytest.fixture(scope="session")
+def pg_bindir(request: pytest.FixtureRequest) -> Path:
+    """The PostgreSQL server programs' directory: JANUA_TEST_PG_BINDIR or pg_config's, or
+    for a pg_matrix test, the major it is parametrised with."""
+    bindir = Path(getattr(request, "param", None) or default_bindir())
     if not (bindir / "initdb").exists():
         pytest.exit(f"no initdb in {bindir}: install postgresql-15 or set JANUA_TEST_PG_BINDIR", 1)
     return bindir

@@ -39,6 +39,7 @@ def write_config(
     pgdata: Path | None = None,
     dsn: str | None = None,
     primary_dsn: str | None = None,
+    bindir: Path | None = None,
     fetch_deadline_s: float = 20.0,
     s3_deadline_s: float = 10.0,
 ) -> Path:
@@ -66,6 +67,8 @@ def write_config(
             lines.append(f'dsn = "{dsn}"')
         if primary_dsn:
             lines.append(f'primary_dsn = "{primary_dsn}"')
+        if bindir:
+            lines.append(f'bindir = "{bindir}"')
         lines.append("")
     lines += ["[wal]", f"fetch_retry_deadline_s = {fetch_deadline_s}", "", spec.extra]
     write_private(path, "\n".join(lines))
@@ -125,11 +128,15 @@ def printed_archive_command(exe: Path, config: Path) -> str:
 
 
 def archiving_cluster(
-    factory: Any, exe: Path, config: Path, extra: Mapping[str, str] | None = None
+    factory: Any,
+    exe: Path,
+    config: Path,
+    extra: Mapping[str, str] | None = None,
+    initdb_args: Sequence[str] = (),
 ) -> PgCluster:
     settings = archiving_settings(archive_command(exe, config))
     settings.update(extra or {})
-    cluster: PgCluster = factory(settings)
+    cluster: PgCluster = factory(settings, initdb_args=initdb_args)
     return cluster
 
 

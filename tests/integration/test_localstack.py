@@ -8,6 +8,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -70,7 +71,18 @@ def test_s3_restarts_on_the_same_port_with_its_objects(
     local_s3_server.start()
 
     assert local_s3_server.endpoint_url == endpoint
-    assert s3_client.get_object(Bucket=s3_bucket, Key="kept")["Body"].read() == b"still here"
+    # The S3 port answers before the volume server has re-registered its volumes: on a
+    # loaded machine a GET can meet "InternalError" for a few seconds. Wait for it, bounded.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            body = s3_client.get_object(Bucket=s3_bucket, Key="kept")["Body"].read()
+            break
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "InternalError" or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    assert body == b"still here"
 
 
 def _process_uid(pgdata: Path) -> int:

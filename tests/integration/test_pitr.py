@@ -56,6 +56,7 @@ def spec(
     return RepoSpec(url=f"file://{repo_dir}", passphrase="correct horse battery staple")
 
 
+@pytest.mark.pg_matrix(only={"spec": "s3-zstd-encrypted"})
 def test_restore_to_time_between_commits_and_to_end_of_archive(
     spec: RepoSpec, pg_factory: Any, janua_exe: Path
 ) -> None:

@@ -13,6 +13,7 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
+import pytest
 from localstack import chown_to_postgres
 
 from tests.integration import janua
@@ -37,6 +38,7 @@ def drill(exe: Path, config: Path, scratch: Path, *args: str) -> Any:
     return done, json.loads(done.stdout) if done.stdout.strip().startswith("{") else None
 
 
+@pytest.mark.pg_matrix
 def test_drill_passes_then_fails_on_each_fault(
     s3_server: Any, s3_bucket: str, s3_client: Any, pg_factory: Any, janua_exe: Path
 ) -> None:
@@ -45,8 +47,13 @@ def test_drill_passes_then_fails_on_each_fault(
     config = home / "janua.toml"
     spec = s3_spec(s3_server, s3_bucket)
     janua.write_config(config, spec)
-    cluster = janua.archiving_cluster(pg_factory, janua_exe, config)
-    janua.write_config(config, spec, pgdata=cluster.pgdata, dsn=cluster.dsn)
+    # Data checksums on, so the drill runs pg_checksums (initdb's default from 18 on).
+    cluster = janua.archiving_cluster(
+        pg_factory, janua_exe, config, initdb_args=["--data-checksums"]
+    )
+    janua.write_config(
+        config, spec, pgdata=cluster.pgdata, dsn=cluster.dsn, bindir=pg_factory.bindir
+    )
     # postgresql.conf includes a file from outside PGDATA, as packaged setups do.
     site = home / "site.conf"
     site.write_text("work_mem = '8MB'\n")
@@ -73,6 +80,8 @@ def test_drill_passes_then_fails_on_each_fault(
     names = {c["name"]: c for c in report["checks"]}
     assert names["query items"]["ok"] and "returned 25" in names["query items"]["message"]
     assert names["amcheck"]["ok"] and names["databases"]["ok"]
+    assert names["data checksums"]["ok"] and "every page" in names["data checksums"]["message"]
+    assert not any(c["skipped"] for c in report["checks"])
     assert names["replayed to the end of the archive"]["ok"]
     assert report["recovered_to_time"] == last_commit.astimezone(UTC).isoformat()
     assert 0 <= report["rpo_bytes"] < 16 * 1024 * 1024
@@ -84,6 +93,36 @@ def test_drill_passes_then_fails_on_each_fault(
     assert list(scratch.iterdir()) == []  # the scratch directory is gone
     listing = janua.run_json(janua_exe, config, "list")
     assert listing["backups"][0]["last_drill"]["passed"] is True
+
+    # Server programs without pg_checksums and pg_amcheck (packaged apart on some
+    # systems): the drill passes, and says which checks it skipped and why.
+    bare = home / "bare-bin"
+    bare.mkdir()
+    for program in pg_factory.bindir.iterdir():
+        if program.name not in ("pg_checksums", "pg_amcheck"):
+            (bare / program.name).symlink_to(program)
+    done, report = drill(
+        janua_exe, config, scratch, "--policy", str(good), "--amcheck", "--pg-bindir", str(bare)
+    )
+    janua.ok(done)
+    names = {c["name"]: c for c in report["checks"]}
+    assert report["passed"] and names["data checksums"]["skipped"]
+    assert names["data checksums"]["message"].startswith(f"pg_checksums is not in {bare}")
+    assert names["amcheck"]["skipped"] and "pg_amcheck is not in" in names["amcheck"]["message"]
+    text = janua.ok(
+        janua.run(
+            janua_exe,
+            config,
+            "verify",
+            "--scratch-dir",
+            str(scratch),
+            "--policy",
+            str(good),
+            "--pg-bindir",
+            str(bare),
+        )
+    ).stdout
+    assert f"  skip data checksums: pg_checksums is not in {bare}" in text
 
     # A target time between two commits: the rows up to it, and the query sees 10.
     target = committed[4][1] + (committed[5][1] - committed[4][1]) / 2

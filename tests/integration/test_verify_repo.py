@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from janua_backup.pg.wal import Lsn, WalSegment
 from tests.integration import janua
 from tests.integration.test_pitr import s3_spec
@@ -15,6 +17,7 @@ from tests.integration.test_pitr import s3_spec
 PREFIX = "cluster-a/"
 
 
+@pytest.mark.pg_matrix
 def test_verify_repo_passes_then_names_a_damaged_object_and_a_wal_gap(
     s3_server: Any, s3_bucket: str, s3_client: Any, pg_factory: Any, janua_exe: Path
 ) -> None:

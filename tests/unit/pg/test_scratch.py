@@ -58,3 +58,32 @@ def test_a_missing_scratch_parent_is_one_sentence(tmp_path: Path) -> None:
 
     with pytest.raises(InputError, match="--scratch-dir"):
         verify._scratch_home(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(
+    ("says", "major"),
+    [
+        ("postgres (PostgreSQL) 18beta3", 18),
+        ("postgres (PostgreSQL) 18rc1", 18),
+        ("postgres (PostgreSQL) 17.4 (Homebrew)", 17),
+        ("postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)", 15),
+    ],
+)
+def test_binaries_of_pre_releases_and_packagers_are_found(
+    tmp_path: Path, says: str, major: int
+) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    postgres = bindir / "postgres"
+    postgres.write_text(f"#!/bin/sh\necho '{says}'\n")
+    postgres.chmod(0o755)
+    assert find_bindir(major, str(bindir)) == bindir
+    with pytest.raises(ConfigError, match=f"no PostgreSQL {major + 1} server programs"):
+        find_bindir(major + 1, str(bindir))
+
+
+def test_a_tool_that_cannot_be_run_is_a_postgres_error(tmp_path: Path) -> None:
+    from janua_backup.errors import PostgresError
+
+    with pytest.raises(PostgresError, match=r"could not run .*pg_checksums"):
+        server(tmp_path).run_tool("pg_checksums", "--check", timeout_s=5)

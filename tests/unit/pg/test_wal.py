@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from janua_backup.errors import FormatError, InputError, RepositoryMismatch, TargetOutOfRange
 from janua_backup.pg.wal import (
     DEFAULT_SEGMENT_SIZE,
+    PAGE_MAGIC,
     HistoryEntry,
     Lsn,
     SegmentHeader,
@@ -417,7 +418,26 @@ def test_parse_segment_header_of_synthetic_bytes() -> None:
     )
     assert header.segment.name == "000000030000000500000003"
     assert parse_segment_header(segment_header(magic=0xD116)).pg_major == 17
-    assert parse_segment_header(segment_header(magic=0xD118)).pg_major is None
+    assert parse_segment_header(segment_header(magic=0xD118)).pg_major == 18
+    assert parse_segment_header(segment_header(magic=0xD11B)).pg_major is None
+
+
+@pytest.mark.parametrize(
+    ("major", "magic"),
+    # XLOG_PAGE_MAGIC in each major's src/include/access/xlog_internal.h; 14 to 18 also
+    # read from the first segment initdb writes (the CI matrix's server binaries).
+    [(13, 0xD106), (14, 0xD10D), (15, 0xD110), (16, 0xD113), (17, 0xD116), (18, 0xD118)],
+)
+def test_page_magic_of_each_supported_major(major: int, magic: int) -> None:
+    assert PAGE_MAGIC[major] == magic
+    assert parse_segment_header(segment_header(magic=magic)).pg_major == major
+
+
+def test_a_segment_of_postgresql_18_in_a_17_repository_is_named_as_such() -> None:
+    head = segment_header(tli=2, pageaddr=0x3000000, magic=0xD118)
+    with pytest.raises(FormatError, match="written by PostgreSQL 18, not by PostgreSQL 17"):
+        check_segment_header(head, SEG_3, SYSID, pg_major=17)
+    assert check_segment_header(head, SEG_3, SYSID, pg_major=18).pg_major == 18
 
 
 @pytest.mark.parametrize(
@@ -448,7 +468,7 @@ def test_check_segment_header_accepts_the_segment_its_name_gives() -> None:
     header = check_segment_header(head + bytes(8152), SEG_3, SYSID, pg_major=15)
     assert header.segment == SEG_3
     assert check_segment_header(head, SEG_3, None) == header  # cluster unknown: name only
-    assert check_segment_header(head, SEG_3, SYSID, pg_major=18) == header  # a major we lack
+    assert check_segment_header(head, SEG_3, SYSID, pg_major=19) == header  # a major we lack
 
 
 def test_check_segment_header_accepts_the_segment_of_a_timeline_switch() -> None:
