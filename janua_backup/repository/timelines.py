@@ -18,7 +18,8 @@ start LSN:
   that forked earlier is not on this backup's path at all;
 - a branch is followed only when it is the newest activity there: every
   other way on (the parent past the fork segment, any other branch) was last
-  archived no later than the branch's history file. That is a failover (the
+  archived strictly before the branch's history file (a tie counts as going
+  on: stores keep Last-Modified to the second). That is a failover (the
   old primary stops, the new one carries on) or an in-place incident restore
   (the damaged timeline's WAL past the target was all archived before the
   restore promoted);
@@ -285,8 +286,10 @@ def _newest_activity(
     others = [(parent, fork.value // segment_size + 1)]
     others += [(t, f.value // segment_size) for t, f in living if t != tli]
     for other, from_segno in others:
+        # A tie is "still going": S3 keeps Last-Modified to the second, so an equal stamp
+        # may be later; refusing (exit 4, pick with --target-timeline) is the safe side.
         last = _last_archived(archive, other, from_segno)
-        if last is not None and last > start:
+        if last is not None and last >= start:
             return None
     return tli, fork
 

@@ -194,3 +194,12 @@ def test_of_two_branches_the_newest_is_followed_when_the_other_had_ended() -> No
     late = replace(archived(2, 6, 6)[0], modified=at(50))
     index = window.WalIndex.build([*archived(1, 2, 9), *tl2, late, *tl3], histories, SEG)
     assert resolve(stamped(index, tl2=20, tl3=40)).conflict is not None
+
+
+def test_a_parent_segment_stamped_in_the_same_second_as_the_branch_counts_as_going_on() -> None:
+    # S3 keeps Last-Modified to the second: production's segment 5, stored in the second
+    # the side copy's history file was, may be later; refused rather than guessed.
+    wal = [*archived(1, 2, 4), replace(archived(1, 5, 5)[0], modified=at(20))]
+    wal += [replace(w, modified=at(20)) for w in archived(2, 4, 6)]
+    index = stamped(window.WalIndex.build(wal, {2: fork(1, 4)}, SEG), tl2=20)
+    assert resolve(index).conflict is not None
