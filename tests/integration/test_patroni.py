@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from localstack import PgCluster, free_port
@@ -44,9 +44,9 @@ def patroni(
     """etcd + node1 (leader) + node2 (streaming replica), archiving into one S3 repository."""
     etcd = find_etcd()
     if etcd is None:
-        pytest.skip("no etcd program: apt-get install etcd-server (.ci/run does)")
+        _missing("no etcd program: apt-get install etcd-server (.ci/run does)")
     if not (janua_exe.parent / "patroni").exists():
-        pytest.skip("no patroni in the venv: install the test extra (scripts/setup-env does)")
+        _missing("no patroni in the venv: install the test extra (scripts/setup-env does)")
     base = Path(tempfile.mkdtemp(prefix="patroni-", dir=workdir))
     cluster = PatroniCluster(
         base, etcd_exe=etcd, janua_exe=janua_exe, spec=s3_spec(s3_server, s3_bucket),
@@ -339,3 +339,11 @@ def turns_between(first: float, last: float) -> list[float]:
     """Fire times from first to last inclusive (both on the turn grid)."""
     count = round((last - first) / EVERY_S) + 1
     return [first + i * EVERY_S for i in range(max(count, 0))]
+
+
+def _missing(why: str) -> NoReturn:
+    """Skip where etcd or Patroni is missing, except in CI (.ci/run installs both and sets
+    JANUA_REQUIRE_PATRONI): there a missing part must fail, not pass as a skip."""
+    if os.environ.get("JANUA_REQUIRE_PATRONI"):
+        pytest.fail(f"{why}; .ci/run requires it (JANUA_REQUIRE_PATRONI)")
+    pytest.skip(why)
