@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -52,6 +51,7 @@ from janua_backup.errors import (
 )
 from janua_backup.pg.wal import WalFileKind, WalSegment, checked_segment, classify, header_segment
 from janua_backup.prefetch import PrefetchSpool
+from janua_backup.storage.retry import Attempts, Backoff
 
 if TYPE_CHECKING:
     from janua_backup.repository.objects import Repo
@@ -221,7 +221,8 @@ def _from_archive(
     from janua_backup.repository import wal_archive
 
     repo = open_repo(settings, quick_start=True)
-    deadline = time.monotonic() + settings.wal.fetch_retry_deadline_s
+    retries = Backoff(settings.wal.fetch_retry_deadline_s, max_delay_s=10.0).start()
+    rereads = Backoff(None, max_delay_s=10.0).start()
     attempt = damaged = 0
     check: _Check | None = None
     checked = False  # check is known (None: this kind of file has no page header)
@@ -240,10 +241,10 @@ def _from_archive(
             damaged += 1
             if damaged >= INTEGRITY_READS:
                 raise
-            _retry_later(name, attempt, exc, "reading it again", None)
+            _retry_later(name, attempt, exc, "reading it again", rereads)
             continue
         except StorageError as exc:
-            _retry_later(name, attempt, exc, "retrying", deadline)
+            _retry_later(name, attempt, exc, "retrying", retries)
             continue
         result = WalFetchResult(name, True, size, attempt, time.monotonic() - started)
         log.info(
@@ -255,12 +256,10 @@ def _from_archive(
         return result
 
 
-def _retry_later(
-    name: str, attempt: int, exc: JanuaError, what: str, deadline: float | None
-) -> None:
-    """Sleep before the next attempt; re-raise ``exc`` if that would pass ``deadline``."""
-    delay = min(10.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-    if deadline is not None and time.monotonic() + delay > deadline:
+def _retry_later(name: str, attempt: int, exc: JanuaError, what: str, attempts: Attempts) -> None:
+    """Sleep before the next attempt; re-raise ``exc`` if that would pass the deadline."""
+    delay = attempts.next_delay()
+    if delay is None:
         raise exc
     log.warning(  # the message, not the error: a record must not keep the download alive
         "wal-fetch name=%s attempt=%d failed (%s); %s in %.1fs",

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import random
 import re
 import threading
 import time
@@ -71,6 +70,7 @@ from janua_backup.errors import (
     StorageUnreachable,
 )
 from janua_backup.storage.base import ObjectInfo
+from janua_backup.storage.retry import Backoff
 from janua_backup.storage.s3_wire import WireError, WireUnreachable
 
 if TYPE_CHECKING:
@@ -335,23 +335,20 @@ class S3Storage:
         ``key`` names the object in messages; ``None`` marks a bucket-level call.
         """
         client = self._client()
-        started = time.monotonic()
-        attempt = 0
+        s = self.settings
+        attempts = Backoff(s.retry_deadline_s, s.retry_base_delay_s, _MAX_RETRY_DELAY_S).start()
         while True:
             try:
                 return request(client)
             except self._client_errors as exc:
-                cap = min(_MAX_RETRY_DELAY_S, self.settings.retry_base_delay_s * 2**attempt)
-                delay = cap / 2 + random.uniform(0, cap / 2)
-                elapsed = time.monotonic() - started
-                if not _retryable(exc) or elapsed + delay > self.settings.retry_deadline_s:
-                    raise self._translate(exc, op, key, elapsed) from exc
+                delay = attempts.next_delay() if _retryable(exc) else None
+                if delay is None:
+                    raise self._translate(exc, op, key, attempts.elapsed_s) from exc
                 log.warning(
                     "s3 retry op=%s key=%s attempt=%d delay_s=%.1f error=%s",
-                    *(op, key, attempt + 1, delay, exc),
+                    *(op, key, attempts.failures, delay, exc),
                 )
             time.sleep(delay)
-            attempt += 1
 
     def _translate(
         self, exc: Exception, op: str, key: str | None, elapsed_s: float
